@@ -1,0 +1,147 @@
+"""Evaluate entries against a rule set and explain every violation with its evidence."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+import logging
+
+from engine.backends import resolve_backend, run_durable, run_python
+from engine.compiler import CompiledRuleSet, compile_ruleset, scope_predicate
+from engine.conditions import Evidence, explain, render_value
+from engine.features import EvaluationContext
+from engine.model import Entry
+from engine.ruleset import Rule, RuleSet
+from engine.ruletypes import Adjustment
+
+log = logging.getLogger("ocgate.engine")
+
+
+@dataclass
+class Violation:
+    """One rule broken by one entry, with everything a reviewer needs to decide on it."""
+
+    entry_uid: str
+    rule_id: str
+    rule_type: str
+    title: str
+    severity: str
+    rule_status: str  # active or shadow (shadow violations create no review work)
+    ruleset_id: str
+    ruleset_revision: str
+    message: str
+    evidence: list[Evidence]
+    references: list[str] = field(default_factory=list)
+    adjustment: Adjustment | None = None
+    contributing: list[str] = field(default_factory=list)  # aggregate rules: the group's entries
+    entry_index: int = -1
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.entry_uid, self.rule_id)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "entry_uid": self.entry_uid,
+            "rule_id": self.rule_id,
+            "rule_type": self.rule_type,
+            "title": self.title,
+            "severity": self.severity,
+            "rule_status": self.rule_status,
+            "ruleset_id": self.ruleset_id,
+            "ruleset_revision": self.ruleset_revision,
+            "message": self.message,
+            "evidence": [ev.as_dict() for ev in self.evidence],
+            "references": list(self.references),
+            "adjustment": self.adjustment.as_dict() if self.adjustment else None,
+            "contributing": list(self.contributing),
+        }
+
+
+class _Vars(dict):
+    """Template values: the explicit ones, else the entry's field of that name (looked up lazily)."""
+
+    def __init__(self, entry: Entry):
+        super().__init__()
+        self.entry = entry
+
+    def __missing__(self, key: str) -> str:
+        if key in type(self.entry).model_fields:
+            return _render(getattr(self.entry, key))
+        return "{" + key + "}"
+
+
+def _render(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, Decimal | dt.date):
+        return str(render_value(value))
+    if isinstance(value, list):
+        return ", ".join(_render(v) for v in value)
+    return str(value)
+
+
+def render_message(rule: Rule, entry: Entry, evidence: list[Evidence], extra: dict[str, Any]) -> str:
+    template = rule.message or rule.rule_type.default_message
+    values = _Vars(entry)
+    values.update(rule_id=rule.id, title=rule.title, severity=rule.severity, entry_uid=entry.entry_uid)
+    if evidence:
+        primary = evidence[-1]  # named types put the decisive comparison last
+        values.update(expected=_render(primary.expected), actual=_render(primary.actual), field=primary.field)
+    values.update({k: _render(v) for k, v in extra.items()})
+    return template.format_map(values)
+
+
+def evaluate(
+    entries: Sequence[Entry],
+    ruleset: RuleSet,
+    *,
+    context: EvaluationContext | None = None,
+    backend: str | None = "auto",
+    statuses: tuple[str, ...] = ("active", "shadow"),
+) -> list[Violation]:
+    """Every violation of ``ruleset`` in ``entries`` (those it applies to), entry by entry in order."""
+    ctx = context or EvaluationContext(as_of=dt.date.today())
+    compiled = compile_ruleset(ruleset, statuses)
+    indexes = [i for i, e in enumerate(entries) if ruleset.applies_to(e)]
+    applicable = [entries[i] for i in indexes] if len(indexes) != len(entries) else list(entries)
+    name = resolve_backend(backend)
+    if name == "durable" and compiled.durable_problem and backend in (None, "auto"):
+        log.warning("%s; evaluating %s with the Python backend", compiled.durable_problem, ruleset.id)
+        name = "python"
+    hits = (run_durable if name == "durable" else run_python)(compiled, applicable, ctx)
+    violations = [_entry_violation(compiled, applicable[i], compiled.rules[pos].rule, pos, ctx)
+                  for i, pos in hits]
+    for v, (i, _) in zip(violations, hits, strict=True):
+        v.entry_index = indexes[i]
+    for rule in compiled.aggregates:
+        scope = scope_predicate(compiled, rule, ctx)
+        for hit in rule.rule_type.evaluate_batch(rule, applicable, scope):
+            entry = applicable[hit.index]
+            violations.append(Violation(
+                entry_uid=entry.entry_uid, rule_id=rule.id, rule_type=rule.type, title=rule.title,
+                severity=rule.severity, rule_status=rule.status, ruleset_id=ruleset.id,
+                ruleset_revision=ruleset.revision, message=render_message(rule, entry, hit.evidence, hit.variables),
+                evidence=hit.evidence, references=rule.references,
+                contributing=[applicable[j].entry_uid for j in hit.contributing], entry_index=indexes[hit.index],
+            ))
+    violations.sort(key=lambda v: (v.entry_index, v.rule_id))
+    return violations
+
+
+def _entry_violation(compiled: CompiledRuleSet, entry: Entry, rule: Rule, position: int,
+                     ctx: EvaluationContext) -> Violation:
+    condition = compiled.rules[position].condition
+    values = {key: feature.compute(entry, ctx) for key, feature in compiled.features.items()}
+    evidence = explain(condition, values, entry)
+    adjustment = rule.rule_type.propose(rule, entry, evidence)
+    return Violation(
+        entry_uid=entry.entry_uid, rule_id=rule.id, rule_type=rule.type, title=rule.title,
+        severity=rule.severity, rule_status=rule.status, ruleset_id=compiled.ruleset.id,
+        ruleset_revision=compiled.ruleset.revision, message=render_message(rule, entry, evidence, {}),
+        evidence=evidence, references=rule.references, adjustment=adjustment,
+    )

@@ -1,0 +1,212 @@
+"""What a condition can look at: entry fields and values derived from them.
+
+A :class:`Feature` is one value computed from an entry (and the evaluation context): a field such as
+``rate``, or a derived value such as the narrative's length or whether it matches a pattern. Both
+backends read features computed by the same Python code, so they differ only in how the comparisons
+over them are decided.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+from engine.model import Entry
+
+# Field types a condition can compare. "decimal" covers money, hours and quantities.
+DECIMAL, INT, STRING, DATE, BOOL = "decimal", "int", "string", "date", "bool"
+
+ENTRY_FIELD_TYPES: dict[str, str] = {
+    "source_system": STRING,
+    "source_tenant": STRING,
+    "source_id": STRING,
+    "source_line_id": STRING,
+    "entry_kind": STRING,
+    "entry_subtype": STRING,
+    "fee_basis": STRING,
+    "matter_source_id": STRING,
+    "law_firm_matter_id": STRING,
+    "client_matter_id": STRING,
+    "matter_name": STRING,
+    "client_source_id": STRING,
+    "client_name": STRING,
+    "ledes_client_id": STRING,
+    "timekeeper_source_id": STRING,
+    "timekeeper_name": STRING,
+    "timekeeper_ledes_id": STRING,
+    "timekeeper_classification": STRING,
+    "work_date": DATE,
+    "duration_seconds_raw": INT,
+    "hours_worked": DECIMAL,
+    "hours_billed": DECIMAL,
+    "quantity": DECIMAL,
+    "unit_of_measure": STRING,
+    "rate": DECIMAL,
+    "amount": DECIMAL,
+    "adjustment_amount": DECIMAL,
+    "tax_amount": DECIMAL,
+    "tax_code": STRING,
+    "currency": STRING,
+    "utbms_task_code": STRING,
+    "utbms_activity_code": STRING,
+    "utbms_expense_code": STRING,
+    "source_task_label": STRING,
+    "source_activity_label": STRING,
+    "narrative": STRING,
+    "billable": BOOL,
+    "no_charge": BOOL,
+    "written_off": BOOL,
+    "tax_inclusive": BOOL,
+    "status": STRING,
+    "source_status": STRING,
+    "invoice_ref": STRING,
+}
+
+# Values computed from several fields or from the evaluation context, usable like fields.
+DERIVED_FIELD_TYPES: dict[str, str] = {
+    "billed_amount": DECIMAL,  # amount, else quantity x rate
+    "net_amount": DECIMAL,  # billed amount plus any adjustment
+    "age_days": INT,  # days between the work date and the evaluation date
+    "outside_billing_period": BOOL,  # work date outside the invoice period being checked
+    "billed_share": DECIMAL,  # net amount / (hours worked or quantity x rate)
+}
+
+FIELD_TYPES: dict[str, str] = {**ENTRY_FIELD_TYPES, **DERIVED_FIELD_TYPES}
+
+
+@dataclass(frozen=True, slots=True)
+class EvaluationContext:
+    """What the checks need to know beyond the entries: when, and for which billing period."""
+
+    as_of: dt.date | None = None
+    period_start: dt.date | None = None
+    period_end: dt.date | None = None
+
+
+def _billed_amount(e: Entry) -> Decimal | None:
+    if e.amount is not None:
+        return e.amount
+    if e.quantity is None or e.rate is None:
+        return None
+    return e.quantity * e.rate
+
+
+def _net_amount(e: Entry) -> Decimal | None:
+    billed = _billed_amount(e)
+    if billed is None:
+        return None
+    return billed + e.adjustment_amount if e.adjustment_amount is not None else billed
+
+
+def _age_days(e: Entry, ctx: EvaluationContext) -> int | None:
+    return (ctx.as_of - e.work_date).days if ctx.as_of is not None else None
+
+
+def _outside_period(e: Entry, ctx: EvaluationContext) -> bool | None:
+    if ctx.period_start is None and ctx.period_end is None:
+        return None
+    if ctx.period_start is not None and e.work_date < ctx.period_start:
+        return True
+    return ctx.period_end is not None and e.work_date > ctx.period_end
+
+
+def _billed_share(e: Entry) -> Decimal | None:
+    net = _net_amount(e)
+    units = e.hours_worked if e.hours_worked is not None else e.quantity
+    if net is None or units is None or e.rate is None:
+        return None
+    full = units * e.rate
+    if full == 0:
+        return None
+    return net / full
+
+
+DERIVED_FUNCTIONS: dict[str, tuple[Any, bool]] = {
+    # name: (function, needs the context)
+    "billed_amount": (_billed_amount, False),
+    "net_amount": (_net_amount, False),
+    "age_days": (_age_days, True),
+    "outside_billing_period": (_outside_period, True),
+    "billed_share": (_billed_share, False),
+}
+
+
+def count_segments(text: str, separator: re.Pattern[str]) -> int:
+    """Number of non-empty pieces of ``text`` between separators (tasks in a block-billed entry)."""
+    return sum(1 for piece in separator.split(text) if piece and piece.strip())
+
+
+@dataclass(frozen=True, slots=True)
+class Feature:
+    """One value read from an entry.
+
+    ``kind`` is field, derived, length, words, match, remainder, segments, or member (whether the
+    field's value is in a set: how long ``in`` lists reach durable-rules, which allows only 32
+    expressions per condition).
+    """
+
+    kind: str
+    field: str
+    arg: Any = None
+    label: str = field(default="", compare=False)
+
+    @property
+    def type(self) -> str:
+        if self.kind in ("field", "derived"):
+            return FIELD_TYPES[self.field]
+        if self.kind in ("length", "words", "segments"):
+            return INT
+        if self.kind in ("match", "member"):
+            return BOOL
+        return DECIMAL  # remainder
+
+    @property
+    def key(self) -> str:
+        """A stable text key; identical features share one computed value."""
+        if self.kind in ("field", "derived"):
+            return self.field
+        arg = self.arg.pattern if isinstance(self.arg, re.Pattern) else self.arg
+        if isinstance(arg, frozenset):
+            arg = sorted(arg, key=str)
+        return f"{self.kind}({self.field},{arg!r})"
+
+    def describe(self) -> str:
+        if self.label:
+            return self.label
+        if self.kind in ("field", "derived"):
+            return self.field
+        if self.kind == "match":
+            return f"{self.field} matches /{self.arg.pattern}/"
+        if self.kind == "remainder":
+            return f"{self.field} modulo {self.arg}"
+        return f"{self.field} {self.kind}"
+
+    def compute(self, e: Entry, ctx: EvaluationContext) -> Any:
+        """Reference computation; the generated backends produce the same value."""
+        if self.kind == "derived":
+            fn, needs_ctx = DERIVED_FUNCTIONS[self.field]
+            return fn(e, ctx) if needs_ctx else fn(e)
+        value = getattr(e, self.field)
+        if self.kind == "field" or value is None:
+            return value
+        if self.kind == "length":
+            return len(value)
+        if self.kind == "words":
+            return len(value.split())
+        if self.kind == "match":
+            return self.arg.search(value) is not None
+        if self.kind == "segments":
+            return count_segments(value, self.arg)
+        if self.kind == "remainder":
+            return value % self.arg
+        if self.kind == "member":
+            return value in self.arg
+        raise ValueError(f"unknown feature kind {self.kind}")
+
+
+def field_feature(name: str) -> Feature:
+    kind = "derived" if name in DERIVED_FIELD_TYPES else "field"
+    return Feature(kind, name)

@@ -1,0 +1,199 @@
+"""The canonical billable line: one time entry, expense entry or expense-detail line from any source.
+
+Every connector maps its source records into :class:`Entry`; rules, the review queue and the invoice
+writers only ever see this model. Money, hours and quantities are ``Decimal``; a float is refused.
+Dates are the local work date as the source gives it; timestamps are timezone-aware UTC.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from decimal import Decimal
+from enum import StrEnum
+from typing import Annotated, Any
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
+
+
+class EntryKind(StrEnum):
+    TIME = "time"
+    EXPENSE = "expense"
+
+
+class FeeBasis(StrEnum):
+    HOURLY = "hourly"
+    FLAT = "flat"
+    FIXED_TEMPLATE = "fixed_template"
+    CONTINGENCY = "contingency"
+    UNIT = "unit"
+
+
+class EntryStatus(StrEnum):
+    DRAFT = "draft"
+    PENDING = "pending"
+    APPROVED = "approved"
+    DECLINED = "declined"
+    ON_BILL = "on_bill"
+    BILLED = "billed"
+    WRITTEN_OFF = "written_off"
+    VOID = "void"
+    DELETED = "deleted"
+
+
+def _decimal(value: Any) -> Any:
+    """Accept Decimal, int or a numeric string; refuse floats, whose binary value is not the amount."""
+    if value is None or isinstance(value, Decimal):
+        return value
+    if isinstance(value, bool):
+        raise ValueError("expected a number, got a boolean")
+    if isinstance(value, float):
+        raise ValueError("floats are not accepted for money or hours; pass a string such as \"12.50\"")
+    if isinstance(value, int):
+        return Decimal(value)
+    if isinstance(value, str):
+        text = value.strip().replace(",", "") if value.strip() else ""
+        if text == "":
+            return None
+        return Decimal(text)
+    raise ValueError(f"expected a decimal number, got {type(value).__name__}")
+
+
+def _empty_to_none(value: Any) -> Any:
+    if isinstance(value, str):
+        value = value.strip()
+        return value or None
+    return value
+
+
+def _code(value: Any) -> Any:
+    value = _empty_to_none(value)
+    return value.upper() if isinstance(value, str) else value
+
+
+Money = Annotated[Decimal | None, BeforeValidator(_decimal)]
+Quantity = Annotated[Decimal | None, BeforeValidator(_decimal)]
+OptStr = Annotated[str | None, BeforeValidator(_empty_to_none)]
+Code = Annotated[str | None, BeforeValidator(_code)]
+
+
+class Entry(BaseModel):
+    """One billable line in the canonical model (see docs/connectors.md for the per-source mapping)."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=False, frozen=False)
+
+    # identity and provenance
+    source_system: str
+    source_tenant: str = "default"
+    source_id: str
+    source_line_id: OptStr = None
+    source_version: OptStr = None
+    source_created_at: dt.datetime | None = None
+    source_updated_at: dt.datetime | None = None
+    api_version: OptStr = None
+    connector_version: OptStr = None
+    ingested_at: dt.datetime | None = None
+
+    # what kind of line
+    entry_kind: EntryKind
+    entry_subtype: OptStr = None
+    fee_basis: FeeBasis = FeeBasis.HOURLY
+
+    # matter and client
+    matter_source_id: OptStr = None
+    law_firm_matter_id: OptStr = None
+    client_matter_id: OptStr = None
+    matter_name: OptStr = None
+    client_source_id: OptStr = None
+    client_name: OptStr = None
+    ledes_client_id: OptStr = None
+
+    # timekeeper
+    timekeeper_source_id: OptStr = None
+    timekeeper_name: OptStr = None
+    timekeeper_first_name: OptStr = None
+    timekeeper_last_name: OptStr = None
+    timekeeper_ledes_id: OptStr = None
+    timekeeper_classification: Code = None
+
+    # when and how much
+    work_date: dt.date
+    duration_seconds_raw: int | None = None
+    hours_worked: Quantity = None
+    hours_billed: Quantity = None
+    quantity: Quantity = None
+    unit_of_measure: OptStr = None
+    rate: Money = None
+    amount: Money = None
+    adjustment_amount: Money = None
+    tax_amount: Money = None
+    tax_inclusive: bool = False
+    tax_code: OptStr = None
+    currency: Code = None
+
+    # UTBMS codes and labels
+    utbms_task_code: Code = None
+    utbms_activity_code: Code = None
+    utbms_expense_code: Code = None
+    source_task_label: OptStr = None
+    source_activity_label: OptStr = None
+
+    narrative: str = ""
+    billable: bool = True
+    no_charge: bool = False
+    written_off: bool = False
+    status: EntryStatus = EntryStatus.PENDING
+    source_status: OptStr = None
+    invoice_ref: OptStr = None
+    redacted_fields: list[str] = Field(default_factory=list)
+    data_quality_flags: list[str] = Field(default_factory=list)
+    raw_payload: dict[str, Any] | None = None
+
+    @field_validator("narrative", mode="before")
+    @classmethod
+    def _narrative(cls, value: Any) -> Any:
+        return "" if value is None else value
+
+    @field_validator("source_id", "source_system", "source_tenant", mode="before")
+    @classmethod
+    def _ids_are_strings(cls, value: Any) -> Any:
+        # Clio ids are integers, mattero ids are strings such as "741-A": store all as strings.
+        if isinstance(value, int) and not isinstance(value, bool):
+            return str(value)
+        return value
+
+    @field_validator("source_created_at", "source_updated_at", "ingested_at")
+    @classmethod
+    def _aware(cls, value: dt.datetime | None) -> dt.datetime | None:
+        if value is not None and value.tzinfo is None:
+            raise ValueError("timestamps must carry a UTC offset")
+        return value
+
+    @model_validator(mode="after")
+    def _derive(self) -> Entry:
+        if self.quantity is None:
+            if self.entry_kind is EntryKind.TIME:
+                self.quantity = Decimal(1) if self.fee_basis is FeeBasis.FLAT else self.hours_billed
+        if self.hours_billed is None and self.entry_kind is EntryKind.TIME and self.fee_basis is FeeBasis.HOURLY:
+            self.hours_billed = self.quantity
+        return self
+
+    @property
+    def entry_uid(self) -> str:
+        """Stable key across syncs: ``system:tenant:id[:line]``."""
+        uid = f"{self.source_system}:{self.source_tenant}:{self.source_id}"
+        return f"{uid}:{self.source_line_id}" if self.source_line_id else uid
+
+    @property
+    def amount_recomputed(self) -> Decimal | None:
+        """``quantity x rate``, for checking the source total; never used in place of ``amount``."""
+        if self.quantity is None or self.rate is None:
+            return None
+        return self.quantity * self.rate
+
+    @property
+    def billed_amount(self) -> Decimal | None:
+        """The amount the client is asked to pay: the source amount, else quantity x rate."""
+        return self.amount if self.amount is not None else self.amount_recomputed
+
+
+ENTRY_FIELDS: frozenset[str] = frozenset(Entry.model_fields)

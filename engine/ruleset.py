@@ -1,0 +1,304 @@
+"""Rule sets: one client's Outside Counsel Guidelines as data, loaded and validated in stages.
+
+1. YAML syntax (with the position of the error);
+2. the JSON Schema (``rules/ocg-ruleset.schema.json``, generated from the rule types' parameter
+   schemas by :mod:`engine.schema`);
+3. semantics: named lists exist, regexes compile, UTBMS codes and classifications exist, rule ids are
+   unique, message templates only name known values.
+
+Every problem is reported as ``file:line:col: where: what``; nothing here raises a traceback at a user.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import string
+from dataclasses import dataclass, field
+from decimal import Decimal
+from pathlib import Path as FsPath
+from typing import Any
+
+import jsonschema
+
+from engine.conditions import Node
+from engine.features import FIELD_TYPES
+from engine.model import Entry
+from engine.ruletypes import REGISTRY, RuleProblem, RuleType
+from engine.ruletypes.condition import parse_condition
+from engine.schema import ruleset_schema
+from engine.yamlpos import Document, Path, Problem, YamlError, describe_path, parse
+
+SEVERITIES = ("error", "warning", "info")
+STATUSES = ("active", "shadow", "draft")
+COMMON_MESSAGE_VARIABLES = {"expected", "actual", "field", "rule_id", "title", "severity", "entry_uid"}
+
+
+class RuleSetError(Exception):
+    """A rule file that cannot be used; ``problems`` lists everything found wrong with it."""
+
+    def __init__(self, problems: list[Problem]):
+        super().__init__("\n".join(str(p) for p in problems))
+        self.problems = problems
+
+
+@dataclass
+class Rule:
+    id: str
+    title: str
+    type: str
+    severity: str
+    status: str
+    references: list[str]
+    message: str | None
+    params: dict[str, Any]
+    description: str | None = None
+    condition: Node | None = None  # for type "condition"
+    when: Node | None = None  # optional scope, ANDed into the rule
+    effective_from: dt.date | None = None
+    effective_to: dt.date | None = None
+    index: int = 0
+
+    @property
+    def rule_type(self) -> RuleType:
+        return REGISTRY[self.type]
+
+    @property
+    def aggregate(self) -> bool:
+        return self.rule_type.aggregate
+
+    @property
+    def action(self) -> str:
+        return self.params.get("action", "flag")
+
+
+@dataclass
+class RuleSet:
+    id: str
+    version: str
+    title: str
+    description: str | None
+    currency: str | None
+    clients: list[str]
+    matters: list[str]
+    effective_from: dt.date | None
+    effective_to: dt.date | None
+    lists: dict[str, list[Any]]
+    rules: list[Rule]
+    revision: str
+    source: str = "<memory>"
+    text: str = ""
+    guideline: dict[str, Any] = field(default_factory=dict)
+
+    def rule(self, rule_id: str) -> Rule:
+        for rule in self.rules:
+            if rule.id == rule_id:
+                return rule
+        raise KeyError(rule_id)
+
+    def applies_to(self, entry: Entry) -> bool:
+        """Whether this rule set governs the entry: its client, matter and work date."""
+        if self.clients and not (
+            entry.ledes_client_id in self.clients or entry.client_source_id in self.clients
+        ):
+            return False
+        if self.matters and not (
+            entry.law_firm_matter_id in self.matters
+            or entry.client_matter_id in self.matters
+            or entry.matter_source_id in self.matters
+        ):
+            return False
+        if self.effective_from is not None and entry.work_date < self.effective_from:
+            return False
+        return not (self.effective_to is not None and entry.work_date > self.effective_to)
+
+
+def _canonical(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return {"$decimal": str(value.normalize())}
+    if isinstance(value, dict):
+        return {k: _canonical(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_canonical(v) for v in value]
+    return value
+
+
+def revision_of(data: Any) -> str:
+    """Content hash of the parsed document: comments and layout do not change the revision."""
+    text = json.dumps(_canonical(data), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+
+
+def load_file(path: str | FsPath) -> RuleSet:
+    path = FsPath(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise RuleSetError([Problem(str(path), 1, 1, "", f"cannot read file: {exc}")]) from None
+    return load_text(text, str(path))
+
+
+def load_text(text: str, file: str = "<text>") -> RuleSet:
+    try:
+        doc = parse(text, file)
+    except YamlError as exc:
+        raise RuleSetError([exc.problem]) from None
+    problems = _schema_problems(doc)
+    if problems:
+        raise RuleSetError(problems)
+    ruleset, problems = _build(doc, text)
+    if problems:
+        raise RuleSetError(problems)
+    return ruleset
+
+
+# Stage 2: the JSON Schema --------------------------------------------------------------------------
+
+def _schema_problems(doc: Document) -> list[Problem]:
+    if not isinstance(doc.data, dict):
+        return [doc.problem((), "a rule set must be a mapping with id, version, rules, ...")]
+    validator = jsonschema.Draft202012Validator(ruleset_schema())
+    found: dict[tuple[Path, str], Problem] = {}
+    for error in validator.iter_errors(doc.data):
+        for leaf_error in _leaf_errors(error):
+            path = tuple(leaf_error.absolute_path)
+            message = _friendly(leaf_error)
+            found.setdefault((path, message), doc.problem(path, message, _where(doc, path)))
+    return sorted(found.values(), key=lambda p: (p.line, p.column, p.message))
+
+
+def _leaf_errors(error: jsonschema.ValidationError) -> list[jsonschema.ValidationError]:
+    """For oneOf/anyOf failures, report the branch that got furthest instead of a wall of text."""
+    if error.validator in ("oneOf", "anyOf") and error.context:
+        best = jsonschema.exceptions.best_match(error.context)
+        return _leaf_errors(best) if best is not None else [error]
+    return [error]
+
+
+def _friendly(error: jsonschema.ValidationError) -> str:
+    if error.validator == "additionalProperties":
+        extra = sorted(set(error.instance) - set(error.schema.get("properties", {})))
+        known = ", ".join(sorted(error.schema.get("properties", {})))
+        return f"unknown key {', '.join(map(repr, extra))} (expected one of: {known})"
+    if error.validator == "required":
+        return error.message.replace("is a required property", "is required")
+    if error.validator == "enum":
+        return f"{error.instance!r} is not one of {', '.join(map(repr, error.validator_value))}"
+    if error.validator == "type" and isinstance(error.instance, Decimal | int | str | bool):
+        shown = str(error.instance) if isinstance(error.instance, Decimal) else repr(error.instance)
+        return f"{shown} is not of type {error.validator_value!r}"
+    return error.message
+
+
+def _where(doc: Document, path: Path) -> str:
+    text = describe_path(path)
+    if len(path) >= 2 and path[0] == "rules" and isinstance(path[1], int):
+        rules = doc.data.get("rules") if isinstance(doc.data, dict) else None
+        if isinstance(rules, list) and path[1] < len(rules) and isinstance(rules[path[1]], dict):
+            rule_id = rules[path[1]].get("id")
+            if isinstance(rule_id, str):
+                text = f"rules/{path[1]} ({rule_id})" + text[len(f"rules/{path[1]}"):]
+    return text
+
+
+# Stage 3: semantics and building the objects -------------------------------------------------------
+
+def _date(value: Any) -> dt.date | None:
+    return dt.date.fromisoformat(value) if value else None
+
+
+def _build(doc: Document, text: str) -> tuple[RuleSet, list[Problem]]:
+    data = doc.data
+    problems: list[Problem] = []
+
+    def report(path: Path, message: str) -> None:
+        problems.append(doc.problem(path, message, _where(doc, path)))
+
+    lists: dict[str, list[Any]] = data.get("lists") or {}
+    applies = data.get("applies_to") or {}
+    effective = data.get("effective") or {}
+    dates: dict[str, dt.date | None] = {}
+    for key in ("from", "to"):
+        try:
+            dates[key] = _date(effective.get(key))
+        except ValueError:
+            report(("effective", key), f"{effective.get(key)!r} is not a date (YYYY-MM-DD)")
+            dates[key] = None
+    ruleset = RuleSet(
+        id=data["id"], version=str(data["version"]), title=data.get("title") or data["id"],
+        description=data.get("description"), currency=data.get("currency"),
+        clients=list(applies.get("clients") or []), matters=list(applies.get("matters") or []),
+        effective_from=dates["from"], effective_to=dates["to"], lists=lists, rules=[],
+        revision=revision_of(data), source=doc.file, text=text, guideline=data.get("guideline") or {},
+    )
+    if dates["from"] and dates["to"] and dates["from"] > dates["to"]:
+        report(("effective", "to"), "the end date is before the start date")
+
+    seen_ids: dict[str, int] = {}
+    for index, raw in enumerate(data.get("rules") or []):
+        base: Path = ("rules", index)
+        if raw["id"] in seen_ids:
+            report((*base, "id"), f"duplicate rule id {raw['id']!r} (first used by rules/{seen_ids[raw['id']]})")
+            continue
+        seen_ids[raw["id"]] = index
+        try:
+            params = _resolve_lists(raw.get("params") or {}, lists, ("params",))
+            rule_dates = raw.get("effective") or {}
+            rule = Rule(
+                id=raw["id"], title=raw["title"], type=raw["type"], severity=raw.get("severity", "error"),
+                status=raw.get("status", "active"), references=list(raw.get("references") or []),
+                message=raw.get("message"), params=params, description=raw.get("description"),
+                effective_from=_rule_date(rule_dates, "from"),
+                effective_to=_rule_date(rule_dates, "to"), index=index,
+            )
+            for key in ("condition", "when"):
+                if key in raw:
+                    node = parse_condition(_resolve_lists(raw[key], lists, (key,)), (key,))
+                    setattr(rule, key, node)
+            found = list(rule.rule_type.check(rule, ruleset))
+            found.extend(_message_problems(rule))
+            # Compile now so every error surfaces at load time, not at first evaluation.
+            if not found and not rule.aggregate:
+                rule.rule_type.compile(rule, ruleset)
+        except RuleProblem as problem:
+            found = [problem]
+        for problem in found:
+            report((*base, *problem.path), problem.message)
+        if found:
+            continue
+        ruleset.rules.append(rule)
+    return ruleset, problems
+
+
+def _rule_date(dates: dict[str, Any], key: str) -> dt.date | None:
+    try:
+        return _date(dates.get(key))
+    except ValueError:
+        raise RuleProblem(("effective", key), f"{dates.get(key)!r} is not a date (YYYY-MM-DD)") from None
+
+
+def _resolve_lists(value: Any, lists: dict[str, list[Any]], path: Path) -> Any:
+    """Replace ``{list: name}`` with the named list's items."""
+    if isinstance(value, dict):
+        if set(value) == {"list"} and isinstance(value["list"], str):
+            if value["list"] not in lists:
+                known = ", ".join(sorted(lists)) or "none defined"
+                raise RuleProblem((*path, "list"), f"unknown list {value['list']!r} (lists: {known})")
+            return list(lists[value["list"]])
+        return {k: _resolve_lists(v, lists, (*path, k)) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_resolve_lists(v, lists, (*path, i)) for i, v in enumerate(value)]
+    return value
+
+
+def _message_problems(rule: Rule) -> list[RuleProblem]:
+    if not rule.message:
+        return []
+    allowed = set(FIELD_TYPES) | COMMON_MESSAGE_VARIABLES | set(rule.rule_type.message_variables)
+    try:
+        names = [name for _, name, _, _ in string.Formatter().parse(rule.message) if name is not None]
+    except ValueError as exc:
+        return [RuleProblem(("message",), f"invalid message template: {exc}")]
+    return [RuleProblem(("message",), f"message template names unknown value {{{name}}}")
+            for name in names if name not in allowed]

@@ -1,0 +1,148 @@
+"""Who may bill and with which UTBMS codes: ``approved_timekeepers``, ``blocked_codes``, ``required_codes``."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+from engine.codes import utbms_codes
+from engine.conditions import Node, all_of, any_of
+from engine.ruletypes.base import (
+    CODE_LIST,
+    STRINGS,
+    RuleProblem,
+    RuleType,
+    is_expense,
+    is_time,
+    leaf,
+    one_of,
+    register,
+)
+from engine.ruletypes.rates import TIMEKEEPER_FIELDS
+
+if TYPE_CHECKING:
+    from engine.ruleset import Rule, RuleSet
+
+CODE_FIELDS = {"task_codes": "utbms_task_code", "activity_codes": "utbms_activity_code",
+               "expense_codes": "utbms_expense_code"}
+KIND_OF = {"task_codes": ("task", "phase"), "activity_codes": ("activity",), "expense_codes": ("expense",)}
+
+
+def check_codes(params: dict, keys: tuple[str, ...]) -> Iterator[RuleProblem]:
+    """Each code under ``keys`` exists and is of the right kind; paths are relative to ``params``."""
+    known = utbms_codes()
+    for key in keys:
+        kind = KIND_OF["task_codes" if key in ("task_codes", "allowed_task_codes") else key]
+        for i, code in enumerate(params.get(key) or []):
+            found = known.get(code.upper())
+            if found is None:
+                yield RuleProblem((key, i), f"unknown UTBMS code {code!r}")
+            elif found.kind not in kind:
+                yield RuleProblem((key, i), f"{code} is a UTBMS {found.kind} code, not a {kind[0]} code")
+
+
+def expand_phases(codes: list[str]) -> list[str]:
+    """A phase code (``L100``) stands for itself and every task under it."""
+    known = utbms_codes()
+    out: list[str] = []
+    for code in codes:
+        code = code.upper()
+        out.append(code)
+        if known.get(code) is not None and known[code].kind == "phase":
+            out.extend(c.code for c in known.values() if c.parent == code and c.code != code)
+    return list(dict.fromkeys(out))
+
+
+@register
+class ApprovedTimekeepers(RuleType):
+    name = "approved_timekeepers"
+    summary = "Only the listed timekeepers may bill time."
+    params_schema = {
+        "type": "object",
+        "properties": {"timekeepers": STRINGS,
+                       "timekeeper_field": {"enum": TIMEKEEPER_FIELDS, "default": "timekeeper_ledes_id"}},
+        "required": ["timekeepers"],
+        "additionalProperties": False,
+    }
+    default_message = "Timekeeper {actual} is not on the client's approved staffing list"
+
+    def check(self, rule: Rule, ruleset: RuleSet) -> Iterator[RuleProblem]:
+        if not rule.params["timekeepers"]:
+            yield RuleProblem(("params", "timekeepers"), "the approved list is empty: nobody could bill")
+
+    def compile(self, rule: Rule, ruleset: RuleSet) -> Node:
+        field = rule.params.get("timekeeper_field", "timekeeper_ledes_id")
+        return all_of(is_time(), any_of(leaf(field, "missing"), leaf(field, "not_in", rule.params["timekeepers"])))
+
+
+@register
+class BlockedCodes(RuleType):
+    name = "blocked_codes"
+    summary = "UTBMS task, activity or expense codes the client refuses to pay for (a phase blocks its tasks)."
+    params_schema = {
+        "type": "object",
+        "properties": {key: CODE_LIST for key in CODE_FIELDS},
+        "additionalProperties": False,
+        "minProperties": 1,
+    }
+    default_message = "Code {actual} is not billable under these guidelines"
+
+    def check(self, rule: Rule, ruleset: RuleSet) -> Iterator[RuleProblem]:
+        for problem in check_codes(rule.params, tuple(CODE_FIELDS)):
+            yield RuleProblem(("params", *problem.path), problem.message)
+
+    def compile(self, rule: Rule, ruleset: RuleSet) -> Node:
+        parts = [one_of(field, expand_phases(rule.params[key]))
+                 for key, field in CODE_FIELDS.items() if rule.params.get(key)]
+        return any_of(*parts)
+
+
+@register
+class RequiredCodes(RuleType):
+    name = "required_codes"
+    summary = ("Time entries need a task (and activity) code, expenses an expense code; optionally only "
+               "codes from the listed code sets.")
+    params_schema = {
+        "type": "object",
+        "properties": {
+            "task": {"type": "boolean", "default": True},
+            "activity": {"type": "boolean", "default": True},
+            "expense": {"type": "boolean", "default": True},
+            "task_code_sets": STRINGS,
+            "allowed_task_codes": CODE_LIST,
+        },
+        "additionalProperties": False,
+    }
+    default_message = "A required UTBMS code is missing or not allowed"
+
+    def check(self, rule: Rule, ruleset: RuleSet) -> Iterator[RuleProblem]:
+        sets = {c.code_set for c in utbms_codes().values()}
+        for i, name in enumerate(rule.params.get("task_code_sets") or []):
+            if name not in sets:
+                yield RuleProblem(("params", "task_code_sets", i),
+                                  f"unknown UTBMS code set {name!r} (known: {', '.join(sorted(sets))})")
+        for problem in check_codes(rule.params, ("allowed_task_codes",)):
+            yield RuleProblem(("params", *problem.path), problem.message)
+
+    def _allowed_tasks(self, rule: Rule) -> list[str]:
+        sets = set(rule.params.get("task_code_sets") or [])
+        allowed = [c.code for c in utbms_codes().values() if c.code_set in sets and c.kind == "task"]
+        allowed.extend(expand_phases(rule.params.get("allowed_task_codes") or []))
+        return list(dict.fromkeys(allowed))
+
+    def compile(self, rule: Rule, ruleset: RuleSet) -> Node:
+        p = rule.params
+        parts: list[Node] = []
+        allowed = self._allowed_tasks(rule)
+        billable = leaf("billable", "eq", True)
+        if p.get("task", True):
+            parts.append(all_of(is_time(), leaf("utbms_task_code", "missing")))
+        if allowed:
+            parts.append(all_of(is_time(), leaf("utbms_task_code", "not_in", allowed)))
+        if p.get("activity", True):
+            parts.append(all_of(is_time(), leaf("utbms_activity_code", "missing")))
+        if p.get("expense", True):
+            parts.append(all_of(is_expense(), leaf("utbms_expense_code", "missing")))
+        if not parts:
+            raise RuleProblem(("params",), "this rule requires nothing: set task, activity or expense")
+        return all_of(billable, any_of(*parts))

@@ -1,0 +1,106 @@
+"""The generic ``condition`` rule: ``all`` / ``any`` / ``not`` over field comparisons."""
+
+from __future__ import annotations
+
+import datetime as dt
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any
+
+from engine.conditions import And, Leaf, Node, Not, Or, all_of, constant_fits
+from engine.features import BOOL, DATE, DECIMAL, FIELD_TYPES, INT, STRING, Feature, field_feature
+from engine.ruletypes.base import RuleProblem, RuleType, compile_regex, register
+
+if TYPE_CHECKING:
+    from engine.ruleset import Rule, RuleSet
+
+Path = tuple[str | int, ...]
+_ORDERED_TYPES = (DECIMAL, INT, DATE)
+
+
+def parse_condition(data: Any, path: Path) -> Node:
+    """Turn the YAML form of a condition into a tree, checking fields, operators and value types."""
+    if not isinstance(data, dict):
+        raise RuleProblem(path, "a condition is a mapping: all, any, not, or {field, op, value}")
+    if "all" in data:
+        return And(tuple(parse_condition(c, (*path, "all", i)) for i, c in enumerate(data["all"])))
+    if "any" in data:
+        return Or(tuple(parse_condition(c, (*path, "any", i)) for i, c in enumerate(data["any"])))
+    if "not" in data:
+        return Not(parse_condition(data["not"], (*path, "not")))
+    return _comparison(data, path)
+
+
+def _comparison(data: dict[str, Any], path: Path) -> Node:
+    name, op, value = data.get("field"), data.get("op"), data.get("value")
+    if name not in FIELD_TYPES:
+        raise RuleProblem((*path, "field"), f"unknown field {name!r}; see docs/rules.md for the field list")
+    kind = FIELD_TYPES[name]
+    feature = field_feature(name)
+    label = data.get("label", "")
+    if op == "exists":
+        present = True if value is None else value
+        if not isinstance(present, bool):
+            raise RuleProblem((*path, "value"), "exists takes true or false")
+        return Leaf(feature, "present" if present else "missing")
+    if "value" not in data:
+        raise RuleProblem(path, f"operator {op!r} needs a value")
+    if op == "matches":
+        if kind != STRING:
+            raise RuleProblem((*path, "op"), f"matches applies to text fields; {name} is {kind}")
+        if not isinstance(value, str):
+            raise RuleProblem((*path, "value"), "matches takes a regular expression")
+        return Leaf(Feature("match", name, compile_regex(value, (*path, "value")), label), "eq", True)
+    if op in ("length", "words"):
+        if kind != STRING:
+            raise RuleProblem((*path, "op"), f"{op} applies to text fields; {name} is {kind}")
+        if not isinstance(value, dict) or not value:
+            raise RuleProblem((*path, "value"), f"{op} takes comparisons, e.g. {{lt: 20}}")
+        counted = Feature(op, name, None, label)
+        parts = []
+        for cmp, bound in value.items():
+            if cmp not in ("eq", "ne", "lt", "le", "gt", "ge"):
+                raise RuleProblem((*path, "value", cmp), f"unknown comparison {cmp!r}")
+            if isinstance(bound, bool) or not isinstance(bound, int) or bound < 0:
+                raise RuleProblem((*path, "value", cmp), f"{op} bounds are whole numbers, got {bound!r}")
+            parts.append(Leaf(counted, cmp, bound))
+        return all_of(*parts)
+    if op in ("in", "not_in"):
+        if not isinstance(value, list) or not value:
+            raise RuleProblem((*path, "value"), f"{op} takes a non-empty list")
+        values = tuple(_typed(v, kind, (*path, "value", i)) for i, v in enumerate(value))
+        return Leaf(Feature(feature.kind, name, None, label), op, tuple(dict.fromkeys(values)))
+    if op in ("lt", "le", "gt", "ge") and kind not in _ORDERED_TYPES:
+        raise RuleProblem((*path, "op"), f"{op} compares numbers and dates; {name} is {kind}")
+    if op not in ("eq", "ne", "lt", "le", "gt", "ge"):
+        raise RuleProblem((*path, "op"), f"unknown operator {op!r}")
+    return Leaf(Feature(feature.kind, name, None, label), op, _typed(value, kind, (*path, "value")))
+
+
+def _typed(value: Any, kind: str, path: Path) -> Any:
+    """Check and convert a constant to the field's type (dates from ISO text, numbers as decimals)."""
+    if kind == DATE and isinstance(value, str):
+        try:
+            value = dt.date.fromisoformat(value)
+        except ValueError:
+            raise RuleProblem(path, f"{value!r} is not a date (YYYY-MM-DD)") from None
+    if kind in (DECIMAL, INT) and isinstance(value, int) and not isinstance(value, bool):
+        value = Decimal(value)
+    if kind == BOOL and isinstance(value, str) and value.lower() in ("true", "false"):
+        value = value.lower() == "true"
+    if not constant_fits(kind, value):
+        hint = " with at most six decimal places" if kind in (DECIMAL, INT) else ""
+        raise RuleProblem(path, f"{value!r} is not a {kind}{hint}")
+    return value
+
+
+@register
+class ConditionRule(RuleType):
+    name = "condition"
+    summary = "Any test the named types don't cover: all/any/not over field comparisons."
+    params_schema = {"type": "object", "additionalProperties": False, "properties": {}}
+    default_message = "{title}"
+
+    def compile(self, rule: Rule, ruleset: RuleSet) -> Node:
+        if rule.condition is None:
+            raise RuleProblem(("condition",), "a condition rule needs a condition")
+        return rule.condition

@@ -1,0 +1,137 @@
+"""Money limits beyond hourly rates: ``expense_cap`` (per entry or per unit) and ``travel`` (billed share)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from decimal import Decimal
+from typing import TYPE_CHECKING
+
+from engine.conditions import Evidence, Node, all_of, any_of
+from engine.model import Entry
+from engine.ruletypes.base import (
+    ACTION,
+    CODE_LIST,
+    POSITIVE,
+    Adjustment,
+    RuleProblem,
+    RuleType,
+    compile_regex,
+    is_expense,
+    is_time,
+    leaf,
+    match,
+    one_of,
+    register,
+)
+from engine.ruletypes.codes import check_codes
+
+if TYPE_CHECKING:
+    from engine.ruleset import Rule, RuleSet
+
+CENT = Decimal("0.01")
+
+
+@register
+class ExpenseCap(RuleType):
+    name = "expense_cap"
+    summary = ("Expense above the limit for its UTBMS expense code: per entry (a meal, a night's hotel) or "
+               "per unit (per copied page, per mile).")
+    params_schema = {
+        "type": "object",
+        "properties": {
+            "caps": {
+                "type": "array",
+                "minItems": 1,
+                "items": {
+                    "type": "object",
+                    "properties": {
+                        "expense_codes": CODE_LIST,
+                        "per": {"enum": ["entry", "unit"]},
+                        "max": POSITIVE,
+                        "label": {"type": "string"},
+                    },
+                    "required": ["expense_codes", "per", "max"],
+                    "additionalProperties": False,
+                },
+            },
+            "action": ACTION,
+        },
+        "required": ["caps"],
+        "additionalProperties": False,
+    }
+    default_message = "{utbms_expense_code} expense of {actual} is above the {expected} limit"
+
+    def check(self, rule: Rule, ruleset: RuleSet) -> Iterator[RuleProblem]:
+        for i, cap in enumerate(rule.params["caps"]):
+            for problem in check_codes(cap, ("expense_codes",)):
+                yield RuleProblem(("params", "caps", i, *problem.path), problem.message)
+
+    def compile(self, rule: Rule, ruleset: RuleSet) -> Node:
+        cases = []
+        for cap in rule.params["caps"]:
+            value_field = "rate" if cap["per"] == "unit" else "billed_amount"
+            cases.append(all_of(one_of("utbms_expense_code", [c.upper() for c in cap["expense_codes"]]),
+                                leaf(value_field, "gt", cap["max"])))
+        return all_of(is_expense(), any_of(*cases))
+
+    def propose(self, rule: Rule, entry: Entry, evidence: list[Evidence]) -> Adjustment | None:
+        if rule.action != "adjust":
+            return None
+        for ev in evidence:
+            if ev.operator != "gt":
+                continue
+            if ev.field == "rate" and entry.rate is not None and entry.quantity is not None:
+                return Adjustment("rate", entry.rate, ev.expected,
+                                  ((ev.expected - entry.rate) * entry.quantity).quantize(CENT))
+            if ev.field == "billed_amount":
+                return Adjustment("amount", ev.actual, ev.expected, (ev.expected - ev.actual).quantize(CENT))
+        return None
+
+
+@register
+class Travel(RuleType):
+    name = "travel"
+    summary = ("Travel time billed above the agreed share of the full rate (for example 50%), found by "
+               "activity code A109 and optionally by task codes or a narrative pattern.")
+    params_schema = {
+        "type": "object",
+        "properties": {
+            "share": {"type": "number", "minimum": 0, "maximum": 1},
+            "activity_codes": {**CODE_LIST, "default": ["A109"]},
+            "task_codes": CODE_LIST,
+            "narrative_pattern": {"type": "string", "minLength": 1},
+            "action": ACTION,
+        },
+        "required": ["share"],
+        "additionalProperties": False,
+    }
+    default_message = "Travel billed at {actual} of the full rate; the guideline allows {expected}"
+
+    def check(self, rule: Rule, ruleset: RuleSet) -> Iterator[RuleProblem]:
+        for problem in check_codes(rule.params, ("activity_codes", "task_codes")):
+            yield RuleProblem(("params", *problem.path), problem.message)
+        if "narrative_pattern" in rule.params:
+            try:
+                compile_regex(rule.params["narrative_pattern"], ("params", "narrative_pattern"))
+            except RuleProblem as problem:
+                yield problem
+
+    def compile(self, rule: Rule, ruleset: RuleSet) -> Node:
+        p = rule.params
+        is_travel = [one_of("utbms_activity_code", p.get("activity_codes", ["A109"]))]
+        if p.get("task_codes"):
+            is_travel.append(one_of("utbms_task_code", p["task_codes"]))
+        if p.get("narrative_pattern"):
+            is_travel.append(match("narrative", compile_regex(p["narrative_pattern"], ("params",))))
+        return all_of(is_time(), any_of(*is_travel), leaf("billed_share", "gt", p["share"]))
+
+    def propose(self, rule: Rule, entry: Entry, evidence: list[Evidence]) -> Adjustment | None:
+        if rule.action != "adjust" or entry.rate is None:
+            return None
+        units = entry.hours_worked if entry.hours_worked is not None else entry.quantity
+        billed = entry.billed_amount
+        if units is None or billed is None:
+            return None
+        target = (units * entry.rate * Decimal(rule.params["share"])).quantize(CENT)
+        current = billed + (entry.adjustment_amount or 0)
+        return Adjustment("amount", current, target, target - current)

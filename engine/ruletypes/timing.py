@@ -1,0 +1,75 @@
+"""Hours and dates: ``billing_increment``, ``max_hours_per_entry``, ``late_entry``, ``billing_period``."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import TYPE_CHECKING
+
+from engine.conditions import Leaf, Node, all_of
+from engine.features import Feature
+from engine.ruletypes.base import POSITIVE, RuleType, is_time, leaf, register
+
+if TYPE_CHECKING:
+    from engine.ruleset import Rule, RuleSet
+
+
+@register
+class BillingIncrement(RuleType):
+    name = "billing_increment"
+    summary = "Hourly time must be billed in multiples of the increment (0.1 h by default)."
+    params_schema = {
+        "type": "object",
+        "properties": {"increment": {**POSITIVE, "default": Decimal("0.1")}},
+        "additionalProperties": False,
+    }
+    default_message = "{hours_billed} h is not a multiple of the billing increment"
+
+    def compile(self, rule: Rule, ruleset: RuleSet) -> Node:
+        step = Decimal(rule.params.get("increment", Decimal("0.1")))
+        remainder = Feature("remainder", "hours_billed", step, label=f"hours_billed modulo {step}")
+        return all_of(is_time(), leaf("fee_basis", "eq", "hourly"), Leaf(remainder, "ne", Decimal(0)))
+
+
+@register
+class MaxHoursPerEntry(RuleType):
+    name = "max_hours_per_entry"
+    summary = "One time entry may not bill more than this many hours."
+    params_schema = {
+        "type": "object",
+        "properties": {"max_hours": POSITIVE},
+        "required": ["max_hours"],
+        "additionalProperties": False,
+    }
+    default_message = "{hours_billed} h in one entry is above the {expected} h limit"
+
+    def compile(self, rule: Rule, ruleset: RuleSet) -> Node:
+        return all_of(is_time(), leaf("hours_billed", "gt", rule.params["max_hours"]))
+
+
+@register
+class LateEntry(RuleType):
+    name = "late_entry"
+    summary = "Work older than this many days when the invoice is checked."
+    params_schema = {
+        "type": "object",
+        "properties": {"max_age_days": {"type": "integer", "minimum": 0}},
+        "required": ["max_age_days"],
+        "additionalProperties": False,
+    }
+    default_message = "Work from {work_date} is {actual} days old (limit {expected})"
+
+    def compile(self, rule: Rule, ruleset: RuleSet) -> Node:
+        return leaf("age_days", "gt", Decimal(rule.params["max_age_days"]))
+
+
+@register
+class BillingPeriod(RuleType):
+    name = "billing_period"
+    summary = "Work dated outside the billing period of the invoice being checked."
+    params_schema = {"type": "object", "properties": {}, "additionalProperties": False}
+    default_message = "Work date {work_date} is outside the billing period"
+
+    def compile(self, rule: Rule, ruleset: RuleSet) -> Node:
+        return leaf("outside_billing_period", "eq", True)
+
+

@@ -1,0 +1,131 @@
+"""YAML to Python with the line and column of every value kept, so errors can point into the file.
+
+Floats become ``Decimal`` built from the text as written (``0.1`` is exactly one tenth), dates stay
+ISO strings (the schema checks their shape), and duplicate keys are an error rather than a silent
+overwrite.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+import yaml
+
+Path = tuple[str | int, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """One thing wrong with a file: where (a path into the document, and line/column) and what."""
+
+    file: str
+    line: int
+    column: int
+    where: str
+    message: str
+
+    def __str__(self) -> str:
+        where = f" {self.where}:" if self.where else ""
+        return f"{self.file}:{self.line}:{self.column}:{where} {self.message}"
+
+
+@dataclass
+class Document:
+    """A parsed YAML document plus the position of each node, by path."""
+
+    file: str
+    data: Any
+    positions: dict[Path, tuple[int, int]] = field(default_factory=dict)
+
+    def position(self, path: Path) -> tuple[int, int]:
+        """Line and column (1-based) of the deepest node on ``path`` that exists."""
+        path = tuple(path)
+        while path not in self.positions and path:
+            path = path[:-1]
+        return self.positions.get(path, (1, 1))
+
+    def problem(self, path: Path, message: str, where: str | None = None) -> Problem:
+        line, col = self.position(path)
+        return Problem(self.file, line, col, where if where is not None else describe_path(path), message)
+
+
+def describe_path(path: Path) -> str:
+    return "/".join(str(p) for p in path)
+
+
+class YamlError(Exception):
+    def __init__(self, problem: Problem):
+        super().__init__(str(problem))
+        self.problem = problem
+
+
+_constructor = yaml.constructor.SafeConstructor()
+_FLOAT = "tag:yaml.org,2002:float"
+_INT = "tag:yaml.org,2002:int"
+_BOOL = "tag:yaml.org,2002:bool"
+_NULL = "tag:yaml.org,2002:null"
+
+
+def parse(text: str, file: str) -> Document:
+    """Parse one YAML document; a syntax error becomes a :class:`YamlError` with its position."""
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
+        reason = exc.problem or exc.context or "invalid YAML"
+        raise YamlError(Problem(file, line, col, "", f"YAML syntax: {reason}")) from None
+    except yaml.YAMLError as exc:
+        raise YamlError(Problem(file, 1, 1, "", f"YAML syntax: {exc}")) from None
+    doc = Document(file, None)
+    if root is None:
+        return doc
+    doc.data = _convert(root, (), doc)
+    return doc
+
+
+def _convert(node: yaml.Node, path: Path, doc: Document) -> Any:
+    doc.positions.setdefault(path, (node.start_mark.line + 1, node.start_mark.column + 1))
+    if isinstance(node, yaml.MappingNode):
+        result: dict[Any, Any] = {}
+        for key_node, value_node in node.value:
+            if not isinstance(key_node, yaml.ScalarNode):
+                raise YamlError(doc.problem(path, "mapping keys must be plain text"))
+            key = _scalar(key_node, path, doc)
+            key = str(key) if not isinstance(key, str) else key
+            if key in result:
+                line, col = key_node.start_mark.line + 1, key_node.start_mark.column + 1
+                raise YamlError(Problem(doc.file, line, col, describe_path((*path, key)),
+                                        f"duplicate key {key!r}"))
+            child_path = (*path, key)
+            doc.positions[child_path] = (key_node.start_mark.line + 1, key_node.start_mark.column + 1)
+            result[key] = _convert(value_node, child_path, doc)
+            # Point at the value itself for scalar values (where the wrong thing is written).
+            if isinstance(value_node, yaml.ScalarNode):
+                doc.positions[child_path] = (value_node.start_mark.line + 1,
+                                             value_node.start_mark.column + 1)
+        return result
+    if isinstance(node, yaml.SequenceNode):
+        return [_convert(item, (*path, i), doc) for i, item in enumerate(node.value)]
+    return _scalar(node, path, doc)
+
+
+def _scalar(node: yaml.ScalarNode, path: Path, doc: Document) -> Any:
+    tag = node.tag
+    if tag == _FLOAT:
+        try:
+            value = Decimal(node.value.replace("_", ""))
+        except InvalidOperation:
+            value = None
+        if value is None or not value.is_finite():
+            raise YamlError(doc.problem(path, f"{node.value!r} is not a finite number"))
+        return value
+    if tag == _INT:
+        return _constructor.construct_yaml_int(node)
+    if tag == _BOOL:
+        return _constructor.construct_yaml_bool(node)
+    if tag == _NULL:
+        return None
+    return node.value  # strings, and timestamps kept as written
