@@ -15,8 +15,27 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from engine.conditions import And, Leaf, Node, Or, all_of, encode_constant, encode_fact_value, features_of, to_nnf
-from engine.features import BOOL, DATE, DECIMAL, DERIVED_FUNCTIONS, INT, Feature, count_segments, field_feature
+from engine.conditions import (
+    And,
+    Leaf,
+    Node,
+    Or,
+    all_of,
+    encode_constant,
+    encode_fact_value,
+    features_of,
+    to_nnf,
+)
+from engine.features import (
+    BOOL,
+    DATE,
+    DECIMAL,
+    DERIVED_FUNCTIONS,
+    INT,
+    Feature,
+    count_segments,
+    field_feature,
+)
 from engine.ruleset import Rule, RuleSet
 
 MARKER = "ocg"  # present in every fact; durable-rules needs a positive test beside a bare "$nex"
@@ -107,7 +126,8 @@ def compile_ruleset(ruleset: RuleSet, statuses: tuple[str, ...] = ("active", "sh
     compiled_set = CompiledRuleSet(
         ruleset=ruleset, rules=per_entry, aggregates=aggregates, scopes=scopes, features=features,
         check=namespace["_check"], project=namespace["_project"], durable_definition=definition,
-        durable_name=f"ocg_{digest}", durable_problem=problem, python_source=python_source, project_source=project_source,
+        durable_name=f"ocg_{digest}", durable_problem=problem, python_source=python_source,
+        project_source=project_source,
     )
     _CACHE[key] = compiled_set
     return compiled_set

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import datetime as dt
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
-
-import logging
 
 from engine.backends import resolve_backend, run_durable, run_python
 from engine.compiler import CompiledRuleSet, compile_ruleset, scope_predicate
@@ -142,6 +141,7 @@ def _entry_violation(compiled: CompiledRuleSet, entry: Entry, rule: Rule, positi
     return Violation(
         entry_uid=entry.entry_uid, rule_id=rule.id, rule_type=rule.type, title=rule.title,
         severity=rule.severity, rule_status=rule.status, ruleset_id=compiled.ruleset.id,
-        ruleset_revision=compiled.ruleset.revision, message=render_message(rule, entry, evidence, {}),
+        ruleset_revision=compiled.ruleset.revision,
+        message=render_message(rule, entry, evidence, rule.rule_type.message_values(rule, entry, evidence)),
         evidence=evidence, references=rule.references, adjustment=adjustment,
     )

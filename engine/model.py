@@ -170,9 +170,8 @@ class Entry(BaseModel):
 
     @model_validator(mode="after")
     def _derive(self) -> Entry:
-        if self.quantity is None:
-            if self.entry_kind is EntryKind.TIME:
-                self.quantity = Decimal(1) if self.fee_basis is FeeBasis.FLAT else self.hours_billed
+        if self.quantity is None and self.entry_kind is EntryKind.TIME:
+            self.quantity = Decimal(1) if self.fee_basis is FeeBasis.FLAT else self.hours_billed
         if self.hours_billed is None and self.entry_kind is EntryKind.TIME and self.fee_basis is FeeBasis.HOURLY:
             self.hours_billed = self.quantity
         return self

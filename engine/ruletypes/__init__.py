@@ -1,9 +1,7 @@
 """The rule types. Each module declares its types' parameter schemas, compilation and explanation."""
 
-from engine.ruletypes.base import REGISTRY, Adjustment, AggregateHit, RuleProblem, RuleType
-
 # Importing the modules registers their rule types.
-from engine.ruletypes import (  # noqa: E402  isort: skip
+from engine.ruletypes import (
     aggregates,
     codes,
     condition,
@@ -12,6 +10,7 @@ from engine.ruletypes import (  # noqa: E402  isort: skip
     rates,
     timing,
 )
+from engine.ruletypes.base import REGISTRY, Adjustment, AggregateHit, RuleProblem, RuleType
 
 __all__ = ["REGISTRY", "Adjustment", "AggregateHit", "RuleProblem", "RuleType", "aggregates", "codes",
            "condition", "expenses", "narrative", "rates", "timing"]

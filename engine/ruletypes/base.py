@@ -99,6 +99,10 @@ class RuleType:
     def propose(self, rule: Rule, entry: Entry, evidence: list[Evidence]) -> Adjustment | None:
         return None
 
+    def message_values(self, rule: Rule, entry: Entry, evidence: list[Evidence]) -> dict[str, Any]:
+        """Extra values for message templates (named in ``message_variables``)."""
+        return {}
+
 
 REGISTRY: dict[str, RuleType] = {}
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from decimal import Decimal
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from engine.conditions import Evidence, Node, all_of, any_of
 from engine.model import Entry
@@ -29,6 +29,12 @@ if TYPE_CHECKING:
     from engine.ruleset import Rule, RuleSet
 
 CENT = Decimal("0.01")
+
+
+def _percent(share: Decimal | None) -> str:
+    if share is None:
+        return "-"
+    return f"{(share * 100).quantize(Decimal('0.1')).normalize():f}%"
 
 
 @register
@@ -105,7 +111,12 @@ class Travel(RuleType):
         "required": ["share"],
         "additionalProperties": False,
     }
-    default_message = "Travel billed at {actual} of the full rate; the guideline allows {expected}"
+    message_variables = ("billed_percent", "allowed_percent")
+    default_message = "Travel time billed at {billed_percent} of the full rate; the guideline allows {allowed_percent}"
+
+    def message_values(self, rule: Rule, entry: Entry, evidence: list[Evidence]) -> dict[str, Any]:
+        share = next((ev.actual for ev in evidence if ev.field == "billed_share"), None)
+        return {"billed_percent": _percent(share), "allowed_percent": _percent(Decimal(rule.params["share"]))}
 
     def check(self, rule: Rule, ruleset: RuleSet) -> Iterator[RuleProblem]:
         for problem in check_codes(rule.params, ("activity_codes", "task_codes")):

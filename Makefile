@@ -1,0 +1,42 @@
+# make demo: set up .venv and run the main job on bundled sample data.
+# make test: install the test extras and run every test (and every rule file's own tests).
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+TSTAMP := $(VENV)/.installed-test
+
+.PHONY: demo test lint bench sample clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e .
+	touch $@
+
+$(TSTAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $@ $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/ocgate rules check rules/acme-corp.yaml
+	$(BIN)/ocgate demo
+
+test: $(TSTAMP)
+	$(BIN)/ruff check engine api connectors rules tests bench
+	$(BIN)/ocgate rules test rules/
+	$(BIN)/python -m pytest -q
+
+lint: $(TSTAMP)
+	$(BIN)/ruff check engine api connectors rules tests bench
+
+bench: $(STAMP)
+	$(BIN)/python -m bench.engine_bench
+
+sample: $(STAMP)
+	$(BIN)/ocgate sample --count 300 --seed 7 -o engine/data/samples/acme-2026-03.jsonl
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache .hypothesis

@@ -1,0 +1,285 @@
+"""The ``ocgate`` command line.
+
+Exit codes: 0 fine; 1 the check found what it looks for (error-severity violations, failing rule
+tests); 2 the input could not be used (a malformed rule or entry file, a bad option).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import logging
+import sys
+from collections import Counter
+from collections.abc import Sequence
+from importlib import resources
+from pathlib import Path
+from typing import TextIO
+
+from engine.backends import BackendUnavailable, resolve_backend
+from engine.entry_io import EntryFileError, read_entries, write_jsonl
+from engine.evaluate import Violation, evaluate
+from engine.features import EvaluationContext
+from engine.model import Entry
+from engine.ruleset import RuleSet, RuleSetError, load_file
+from engine.ruletests import discover, run_file
+from engine.schema import ruleset_schema
+
+EXIT_OK, EXIT_FOUND, EXIT_BAD_INPUT = 0, 1, 2
+
+
+class UsageError(Exception):
+    pass
+
+
+def _date(text: str) -> dt.date:
+    try:
+        return dt.date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a date (YYYY-MM-DD)") from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ocgate", description="Check billing entries against Outside Counsel "
+                                     "Guidelines before the invoice leaves the firm.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log what the engine does")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    rules = sub.add_parser("rules", help="check, test and describe rule files")
+    rules_sub = rules.add_subparsers(dest="rules_command", required=True)
+    check = rules_sub.add_parser("check", help="validate rule files (exit 2 if any is malformed)")
+    check.add_argument("files", nargs="+", type=Path)
+    test = rules_sub.add_parser("test", help="run the tests beside each rule file (exit 1 on failure)")
+    test.add_argument("paths", nargs="+", type=Path)
+    test.add_argument("--backend", choices=["all", "python", "durable"], default="all")
+    rules_sub.add_parser("schema", help="print the JSON Schema of rule files")
+
+    validate = sub.add_parser("validate", help="check entries against rule sets (exit 1 on errors)")
+    validate.add_argument("entries", type=Path, help="entries: .jsonl, .json (array) or .csv with a header")
+    _evaluation_options(validate)
+
+    demo = sub.add_parser("demo", help="check the bundled sample month against the bundled Acme rule set")
+    demo.add_argument("--backend", choices=["auto", "python", "durable"], default="auto")
+
+    sample = sub.add_parser("sample", help="write generated sample entries as JSON lines")
+    sample.add_argument("--count", type=int, default=300)
+    sample.add_argument("--seed", type=int, default=7)
+    sample.add_argument("--output", "-o", type=Path, help="file to write (default: standard output)")
+    return parser
+
+
+def _evaluation_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--rules", "-r", type=Path, action="append", required=True,
+                   help="rule file (repeat for several clients)")
+    p.add_argument("--format", choices=["table", "json", "summary"], default="table")
+    p.add_argument("--backend", choices=["auto", "python", "durable"], default="auto")
+    p.add_argument("--as-of", type=_date, help="date the invoice is checked (default: today)")
+    p.add_argument("--period-start", type=_date, help="first day of the billing period")
+    p.add_argument("--period-end", type=_date, help="last day of the billing period")
+    p.add_argument("--include-shadow", action="store_true", help="also list shadow-mode rules' findings")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="ocgate: %(message)s", stream=sys.stderr)
+    try:
+        if args.command == "rules":
+            return {"check": cmd_rules_check, "test": cmd_rules_test, "schema": cmd_rules_schema}[
+                args.rules_command](args)
+        if args.command == "validate":
+            return cmd_validate(args)
+        if args.command == "demo":
+            return cmd_demo(args)
+        if args.command == "sample":
+            return cmd_sample(args)
+    except (UsageError, BackendUnavailable) as exc:
+        print(f"ocgate: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        return 130
+    parser.error(f"unknown command {args.command}")
+    return EXIT_BAD_INPUT
+
+
+# rules ---------------------------------------------------------------------------------------------
+
+def cmd_rules_check(args: argparse.Namespace) -> int:
+    status = EXIT_OK
+    for file in args.files:
+        try:
+            ruleset = load_file(file)
+        except RuleSetError as exc:
+            for problem in exc.problems:
+                print(problem)
+            status = EXIT_BAD_INPUT
+            continue
+        counts = Counter(rule.status for rule in ruleset.rules)
+        shown = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
+        print(f"{file}: ok: {ruleset.id} version {ruleset.version}, {len(ruleset.rules)} rules ({shown}), "
+              f"revision {ruleset.revision}")
+    return status
+
+
+def cmd_rules_test(args: argparse.Namespace) -> int:
+    files = discover(args.paths)
+    if not files:
+        raise UsageError(f"no rule files under {', '.join(map(str, args.paths))}")
+    backends = None if args.backend == "all" else (resolve_backend(args.backend),)
+    failed = 0
+    for file in files:
+        report = run_file(file, backends)
+        for failure in report.failures:
+            print(failure)
+        mark = "ok" if report.ok else "FAILED"
+        print(f"{file}: {mark}: {report.rules} rules, {report.cases} cases, {report.checks} checks")
+        failed += 0 if report.ok else 1
+    print(f"{len(files) - failed} passed, {failed} failed")
+    return EXIT_FOUND if failed else EXIT_OK
+
+
+def cmd_rules_schema(args: argparse.Namespace) -> int:
+    print(json.dumps(ruleset_schema(), indent=2))
+    return EXIT_OK
+
+
+# validate ------------------------------------------------------------------------------------------
+
+def _load_rulesets(files: list[Path]) -> list[RuleSet] | None:
+    rulesets, bad = [], False
+    for file in files:
+        try:
+            rulesets.append(load_file(file))
+        except RuleSetError as exc:
+            for problem in exc.problems:
+                print(problem, file=sys.stderr)
+            bad = True
+    return None if bad else rulesets
+
+
+def run_validation(entries: list[Entry], rulesets: list[RuleSet], context: EvaluationContext,
+                   backend: str) -> list[Violation]:
+    violations: list[Violation] = []
+    for ruleset in rulesets:
+        violations.extend(evaluate(entries, ruleset, context=context, backend=backend))
+    return violations
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    rulesets = _load_rulesets(args.rules)
+    if rulesets is None:
+        return EXIT_BAD_INPUT
+    try:
+        entries = read_entries(args.entries)
+    except EntryFileError as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        return EXIT_BAD_INPUT
+    context = EvaluationContext(as_of=args.as_of or dt.date.today(), period_start=args.period_start,
+                                period_end=args.period_end)
+    violations = run_validation(entries, rulesets, context, args.backend)
+    shown = [v for v in violations if args.include_shadow or v.rule_status != "shadow"]
+    if args.format == "json":
+        json.dump([v.as_dict() for v in shown], sys.stdout, indent=2)
+        print()
+    elif args.format == "summary":
+        print_summary(entries, rulesets, violations, sys.stdout)
+    else:
+        print_table(entries, shown, sys.stdout)
+    return EXIT_FOUND if any(v.severity == "error" and v.rule_status == "active" for v in violations) else EXIT_OK
+
+
+def print_table(entries: list[Entry], violations: list[Violation], out: TextIO, width: int = 110,
+                footer: bool = True) -> None:
+    if not violations:
+        print(f"{len(entries)} entries checked: no violations", file=out)
+        return
+    ids = {e.entry_uid: e.source_id + (f":{e.source_line_id}" if e.source_line_id else "") for e in entries}
+    rows = [(ids.get(v.entry_uid, v.entry_uid), v.rule_id, v.severity, v.message) for v in violations]
+    widths = [max(len(r[i]) for r in [("ENTRY", "RULE", "SEVERITY", "")] + rows) for i in range(3)]
+    room = max(30, width - sum(widths) - 6)
+    print(f"{'ENTRY':<{widths[0]}}  {'RULE':<{widths[1]}}  {'SEVERITY':<{widths[2]}}  MESSAGE", file=out)
+    for entry_id, rule_id, severity, message in rows:
+        message = message if len(message) <= room else message[: room - 1] + "…"
+        print(f"{entry_id:<{widths[0]}}  {rule_id:<{widths[1]}}  {severity:<{widths[2]}}  {message}", file=out)
+    if not footer:
+        return
+    flagged = len({v.entry_uid for v in violations})
+    print(f"\n{len(entries)} entries checked, {flagged} flagged, {len(violations)} violations", file=out)
+
+
+def print_summary(entries: list[Entry], rulesets: list[RuleSet], violations: list[Violation], out: TextIO) -> None:
+    by_rule = Counter((v.ruleset_id, v.rule_id) for v in violations)
+    money = {}
+    for v in violations:
+        if v.adjustment is not None:
+            money[(v.ruleset_id, v.rule_id)] = money.get((v.ruleset_id, v.rule_id), 0) + v.adjustment.amount
+    print(f"{'RULE':<18} {'SEVERITY':<8} {'STATUS':<7} {'FLAGS':>6} {'WRITE-DOWN':>11}  TITLE", file=out)
+    for ruleset in rulesets:
+        for rule in ruleset.rules:
+            if rule.status == "draft":
+                continue
+            count = by_rule.get((ruleset.id, rule.id), 0)
+            down = money.get((ruleset.id, rule.id))
+            shown = f"{down:.2f}" if down is not None else ""
+            print(f"{rule.id:<18} {rule.severity:<8} {rule.status:<7} {count:>6} {shown:>11}  {rule.title}", file=out)
+    active = [v for v in violations if v.rule_status == "active"]
+    flagged = {v.entry_uid for v in active}
+    errors = {v.entry_uid for v in active if v.severity == "error"}
+    print(f"\n{len(entries)} entries checked: {len(entries) - len(flagged)} clean, {len(flagged)} flagged "
+          f"({len(errors)} with errors), {len(active)} violations"
+          + (f", {len(violations) - len(active)} more in shadow mode" if len(violations) > len(active) else ""),
+          file=out)
+
+
+# demo and samples ----------------------------------------------------------------------------------
+
+DEMO_PERIOD = (dt.date(2026, 3, 1), dt.date(2026, 3, 31))
+DEMO_AS_OF = dt.date(2026, 4, 6)
+
+
+def bundled_ruleset_path() -> Path:
+    return Path(str(resources.files("rules") / "acme-corp.yaml"))
+
+
+def bundled_sample_path() -> Path:
+    return Path(str(resources.files("engine") / "data" / "samples" / "acme-2026-03.jsonl"))
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    ruleset = load_file(bundled_ruleset_path())
+    entries = read_entries(bundled_sample_path())
+    backend = resolve_backend(args.backend)
+    context = EvaluationContext(as_of=DEMO_AS_OF, period_start=DEMO_PERIOD[0], period_end=DEMO_PERIOD[1])
+    print(f"ocgate demo: {len(entries)} sample entries for Acme Corporation, March 2026, checked against "
+          f"{ruleset.title} (revision {ruleset.revision}) with the {backend} backend\n")
+    violations = evaluate(entries, ruleset, context=context, backend=backend)
+    print_summary(entries, [ruleset], violations, sys.stdout)
+    print("\nOne finding of each rule:")
+    seen: set[str] = set()
+    sample = []
+    for v in violations:
+        if v.rule_id not in seen and v.rule_status == "active":
+            seen.add(v.rule_id)
+            sample.append(v)
+    print_table(entries, sample, sys.stdout, footer=False)
+    return EXIT_OK
+
+
+def cmd_sample(args: argparse.Namespace) -> int:
+    from engine.samples import generate
+
+    if args.count < 0:
+        raise UsageError("--count must be zero or more")
+    if args.output:
+        with args.output.open("w", encoding="utf-8") as out:
+            write_jsonl(generate(args.count, seed=args.seed), out)
+    else:
+        write_jsonl(generate(args.count, seed=args.seed), sys.stdout)
+    return EXIT_OK
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())
