@@ -133,6 +133,8 @@ def cmd_rules_test(args: argparse.Namespace) -> int:
         report = run_file(file, backends)
         for failure in report.failures:
             print(failure)
+        for note in report.notes:
+            print(note)
         mark = "ok" if report.ok else "FAILED"
         print(f"{file}: {mark}: {report.rules} rules, {report.cases} cases, {report.checks} checks")
         failed += 0 if report.ok else 1

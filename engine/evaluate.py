@@ -12,7 +12,7 @@ from typing import Any
 from engine.backends import resolve_backend, run_durable, run_python
 from engine.compiler import CompiledRuleSet, compile_ruleset, scope_predicate
 from engine.conditions import Evidence, explain, render_value
-from engine.features import EvaluationContext
+from engine.features import DERIVED_FUNCTIONS, EvaluationContext, field_feature
 from engine.model import Entry
 from engine.ruleset import Rule, RuleSet
 from engine.ruletypes import Adjustment
@@ -64,13 +64,16 @@ class Violation:
 class _Vars(dict):
     """Template values: the explicit ones, else the entry's field of that name (looked up lazily)."""
 
-    def __init__(self, entry: Entry):
+    def __init__(self, entry: Entry, ctx: EvaluationContext):
         super().__init__()
         self.entry = entry
+        self.ctx = ctx
 
     def __missing__(self, key: str) -> str:
         if key in type(self.entry).model_fields:
             return _render(getattr(self.entry, key))
+        if key in DERIVED_FUNCTIONS:
+            return _render(field_feature(key).compute(self.entry, self.ctx))
         return "{" + key + "}"
 
 
@@ -84,9 +87,10 @@ def _render(value: Any) -> str:
     return str(value)
 
 
-def render_message(rule: Rule, entry: Entry, evidence: list[Evidence], extra: dict[str, Any]) -> str:
+def render_message(rule: Rule, entry: Entry, evidence: list[Evidence], extra: dict[str, Any],
+                   ctx: EvaluationContext) -> str:
     template = rule.message or rule.rule_type.default_message
-    values = _Vars(entry)
+    values = _Vars(entry, ctx)
     values.update(rule_id=rule.id, title=rule.title, severity=rule.severity, entry_uid=entry.entry_uid)
     if evidence:
         primary = evidence[-1]  # named types put the decisive comparison last
@@ -124,7 +128,8 @@ def evaluate(
             violations.append(Violation(
                 entry_uid=entry.entry_uid, rule_id=rule.id, rule_type=rule.type, title=rule.title,
                 severity=rule.severity, rule_status=rule.status, ruleset_id=ruleset.id,
-                ruleset_revision=ruleset.revision, message=render_message(rule, entry, hit.evidence, hit.variables),
+                ruleset_revision=ruleset.revision,
+                message=render_message(rule, entry, hit.evidence, hit.variables, ctx),
                 evidence=hit.evidence, references=rule.references,
                 contributing=[applicable[j].entry_uid for j in hit.contributing], entry_index=indexes[hit.index],
             ))
@@ -142,6 +147,6 @@ def _entry_violation(compiled: CompiledRuleSet, entry: Entry, rule: Rule, positi
         entry_uid=entry.entry_uid, rule_id=rule.id, rule_type=rule.type, title=rule.title,
         severity=rule.severity, rule_status=rule.status, ruleset_id=compiled.ruleset.id,
         ruleset_revision=compiled.ruleset.revision,
-        message=render_message(rule, entry, evidence, rule.rule_type.message_values(rule, entry, evidence)),
+        message=render_message(rule, entry, evidence, rule.rule_type.message_values(rule, entry, evidence), ctx),
         evidence=evidence, references=rule.references, adjustment=adjustment,
     )

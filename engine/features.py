@@ -135,8 +135,18 @@ DERIVED_FUNCTIONS: dict[str, tuple[Any, bool]] = {
 
 
 def count_segments(text: str, separator: re.Pattern[str]) -> int:
-    """Number of non-empty pieces of ``text`` between separators (tasks in a block-billed entry)."""
-    return sum(1 for piece in separator.split(text) if piece and piece.strip())
+    """Number of non-empty pieces of ``text`` between separators (tasks in a block-billed entry).
+
+    Cut at match positions rather than with ``re.split``, which would return captured groups as pieces.
+    """
+    count, start = 0, 0
+    for found in separator.finditer(text):
+        if found.end() == found.start():
+            continue
+        if text[start:found.start()].strip():
+            count += 1
+        start = found.end()
+    return count + (1 if text[start:].strip() else 0)
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,7 +8,7 @@ Dates are the local work date as the source gives it; timestamps are timezone-aw
 from __future__ import annotations
 
 import datetime as dt
-from decimal import Decimal
+from decimal import Decimal, InvalidOperation
 from enum import StrEnum
 from typing import Annotated, Any
 
@@ -50,11 +50,19 @@ def _decimal(value: Any) -> Any:
         raise ValueError("floats are not accepted for money or hours; pass a string such as \"12.50\"")
     if isinstance(value, int):
         return Decimal(value)
+    if isinstance(value, Decimal) and not value.is_finite():
+        raise ValueError("not a finite number")
     if isinstance(value, str):
         text = value.strip().replace(",", "") if value.strip() else ""
         if text == "":
             return None
-        return Decimal(text)
+        try:
+            number = Decimal(text)
+        except InvalidOperation:
+            raise ValueError(f"{value!r} is not a number") from None
+        if not number.is_finite():
+            raise ValueError(f"{value!r} is not a finite number")
+        return number
     raise ValueError(f"expected a decimal number, got {type(value).__name__}")
 
 
@@ -77,7 +85,7 @@ Code = Annotated[str | None, BeforeValidator(_code)]
 
 
 class Entry(BaseModel):
-    """One billable line in the canonical model (see docs/connectors.md for the per-source mapping)."""
+    """One billable line in the canonical model; connectors map each source's records into it."""
 
     model_config = ConfigDict(extra="forbid", validate_assignment=False, frozen=False)
 

@@ -22,8 +22,8 @@ from typing import Any
 
 import jsonschema
 
-from engine.conditions import Node
-from engine.features import FIELD_TYPES
+from engine.conditions import Node, constant_fits, leaves
+from engine.features import DECIMAL, FIELD_TYPES
 from engine.model import Entry
 from engine.ruletypes import REGISTRY, RuleProblem, RuleType
 from engine.ruletypes.condition import parse_condition
@@ -169,14 +169,44 @@ def _schema_problems(doc: Document) -> list[Problem]:
 
 
 def _leaf_errors(error: jsonschema.ValidationError) -> list[jsonschema.ValidationError]:
-    """For oneOf/anyOf failures, report the branch that got furthest instead of a wall of text."""
+    """For oneOf/anyOf failures, report the errors of the branch the author meant."""
     if error.validator in ("oneOf", "anyOf") and error.context:
-        best = jsonschema.exceptions.best_match(error.context)
+        if all(set(branch) == {"required"} for branch in error.validator_value):
+            return [error]  # "needs one of ..." reads better than any single branch
+        meant = _meant_branch(error)
+        context = [e for e in error.context if meant is None or e.schema_path[0] == meant]
+        best = jsonschema.exceptions.best_match(context)
         return _leaf_errors(best) if best is not None else [error]
     return [error]
 
 
+_JSON_TYPES = {"object": dict, "array": list, "string": str}
+
+
+def _meant_branch(error: jsonschema.ValidationError) -> int | None:
+    """The alternative whose shape (type, required keys) matches what was written."""
+    instance = error.instance
+    for index, branch in enumerate(error.validator_value):
+        expected = _JSON_TYPES.get(branch.get("type")) if isinstance(branch, dict) else None
+        if expected is not None and not isinstance(instance, expected):
+            continue
+        required = branch.get("required", []) if isinstance(branch, dict) else []
+        if isinstance(instance, dict) and required and not set(required) <= set(instance):
+            continue
+        return index
+    return None
+
+
 def _friendly(error: jsonschema.ValidationError) -> str:
+    if error.schema is False:
+        key = error.absolute_path[-1] if error.absolute_path else "this"
+        return f"{key!r} is not allowed here" + (" (only rules of type condition have one)"
+                                                  if key == "condition" else "")
+    if error.validator == "anyOf" and all(set(b) == {"required"} for b in error.validator_value):
+        names = [name for branch in error.validator_value for name in branch["required"]]
+        return f"needs at least one of: {', '.join(names)}"
+    if error.validator == "minItems" and error.validator_value == 1:
+        return "the list is empty"
     if error.validator == "additionalProperties":
         extra = sorted(set(error.instance) - set(error.schema.get("properties", {})))
         known = ", ".join(sorted(error.schema.get("properties", {})))
@@ -256,11 +286,15 @@ def _build(doc: Document, text: str) -> tuple[RuleSet, list[Problem]]:
                 if key in raw:
                     node = parse_condition(_resolve_lists(raw[key], lists, (key,)), (key,))
                     setattr(rule, key, node)
-            found = list(rule.rule_type.check(rule, ruleset))
+            found = _params_problems(rule, raw.get("params") or {})
+            if not found:
+                found.extend(rule.rule_type.check(rule, ruleset))
             found.extend(_message_problems(rule))
+            if rule.effective_from and rule.effective_to and rule.effective_from > rule.effective_to:
+                found.append(RuleProblem(("effective", "to"), "the end date is before the start date"))
             # Compile now so every error surfaces at load time, not at first evaluation.
             if not found and not rule.aggregate:
-                rule.rule_type.compile(rule, ruleset)
+                found.extend(_constant_problems(rule.rule_type.compile(rule, ruleset)))
         except RuleProblem as problem:
             found = [problem]
         for problem in found:
@@ -292,13 +326,54 @@ def _resolve_lists(value: Any, lists: dict[str, list[Any]], path: Path) -> Any:
     return value
 
 
+def _params_problems(rule: Rule, written: dict[str, Any]) -> list[RuleProblem]:
+    """Parameters checked again once ``{list: name}`` references are filled in."""
+    if rule.params == written:
+        return []
+    validator = jsonschema.Draft202012Validator(rule.rule_type.params_schema)
+    problems = []
+    for error in validator.iter_errors(rule.params):
+        path = tuple(error.absolute_path)
+        # Point at the list reference the bad value came from.
+        while path and _get(written, path) is None:
+            path = path[:-1]
+        problems.append(RuleProblem(("params", *path), f"from the named list: {_friendly(error)}"))
+    return problems
+
+
+def _get(data: Any, path: tuple[Any, ...]) -> Any:
+    for key in path:
+        try:
+            data = data[key]
+        except (KeyError, IndexError, TypeError):
+            return None
+    return data
+
+
+def _constant_problems(node: Node) -> list[RuleProblem]:
+    problems = []
+    for leaf in leaves(node):
+        values = leaf.value if leaf.op in ("in", "not_in") else (leaf.value,)
+        for value in values:
+            if isinstance(value, Decimal) and not constant_fits(DECIMAL, value):
+                problems.append(RuleProblem(("params",), f"{value} has more than six decimal places"))
+    return problems
+
+
 def _message_problems(rule: Rule) -> list[RuleProblem]:
     if not rule.message:
         return []
     allowed = set(FIELD_TYPES) | COMMON_MESSAGE_VARIABLES | set(rule.rule_type.message_variables)
     try:
-        names = [name for _, name, _, _ in string.Formatter().parse(rule.message) if name is not None]
+        parts = [(name, spec, conv) for _, name, spec, conv in string.Formatter().parse(rule.message)
+                 if name is not None]
     except ValueError as exc:
         return [RuleProblem(("message",), f"invalid message template: {exc}")]
-    return [RuleProblem(("message",), f"message template names unknown value {{{name}}}")
-            for name in names if name not in allowed]
+    problems = []
+    for name, spec, conversion in parts:
+        if name not in allowed:
+            problems.append(RuleProblem(("message",), f"message template names unknown value {{{name}}}"))
+        elif spec or conversion:
+            problems.append(RuleProblem(("message",), f"write {{{name}}} without a format: values are shown "
+                                        "as the entry has them"))
+    return problems

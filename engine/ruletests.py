@@ -27,6 +27,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from engine.backends import DURABLE_AVAILABLE
+from engine.compiler import compile_ruleset
 from engine.evaluate import evaluate
 from engine.features import EvaluationContext
 from engine.model import Entry
@@ -44,6 +45,7 @@ class RuleTestReport:
     cases: int = 0
     checks: int = 0
     failures: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -86,7 +88,15 @@ def run_file(ruleset_file: Path, backends: tuple[str, ...] | None = None) -> Rul
         report.failures.append(f"{tests_file}:1:1: a tests file is a mapping with a 'cases' list")
         return report
     backends = backends or (("python", "durable") if DURABLE_AVAILABLE else ("python",))
-    context = _context(doc.data.get("context") or {}, tests_file)
+    if "durable" in backends and compile_ruleset(ruleset, ALL_STATUSES).durable_problem:
+        report.notes.append(f"{ruleset_file}: durable-rules skipped: "
+                            f"{compile_ruleset(ruleset, ALL_STATUSES).durable_problem}")
+        backends = tuple(b for b in backends if b != "durable") or ("python",)
+    try:
+        context = _context(doc.data.get("context") or {}, tests_file)
+    except ValueError as exc:
+        report.failures.append(str(doc.problem(("context",), f"invalid context: {exc}")))
+        return report
     defaults = doc.data.get("defaults") or {}
     flagged_by: dict[str, int] = {}
     passed_by: dict[str, int] = {}
@@ -96,6 +106,10 @@ def run_file(ruleset_file: Path, backends: tuple[str, ...] | None = None) -> Rul
         problem = _run_case(case, index, path, doc, ruleset, defaults, context, backends, report)
         if problem is not None:
             report.failures.append(str(problem))
+        if not isinstance(case, dict):
+            continue
+        # A failing case still counts as a test of its rules: its failure is reported on its own.
+        if problem is not None and not all(isinstance(case.get(k) or [], list) for k in ("flags", "passes")):
             continue
         for rule_id in case.get("flags") or []:
             flagged_by[rule_id] = flagged_by.get(rule_id, 0) + 1
@@ -131,6 +145,9 @@ def _run_case(case: Any, index: int, path: tuple[Any, ...], doc: Any, ruleset: R
     if not isinstance(records, list) or not records or any(not isinstance(r, dict) for r in records):
         return doc.problem(path, "needs 'entry' (a mapping) or 'entries' (a list of mappings)", where)
     flags, passes = case.get("flags") or [], case.get("passes") or []
+    for key, ids in (("flags", flags), ("passes", passes)):
+        if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
+            return doc.problem((*path, key), f"{key} is a list of rule ids", where)
     if not flags and not passes:
         return doc.problem(path, "says nothing to check: add flags or passes", where)
     known = {r.id for r in ruleset.rules}

@@ -43,7 +43,7 @@ TASKS = [  # task, activity, narrative
     ("L310", "A103", "Drafted first set of requests for production directed to Delmar"),
     ("L320", "A104", "Reviewed 240 documents in the third production for privilege and responsiveness"),
     ("L330", "A101", "Prepared outline for deposition of Borealis operations manager"),
-    ("L330", "A109", "Travel to Chicago for deposition of Borealis operations manager"),
+    ("L330", "A111", "Travel to Chicago for deposition of Borealis operations manager"),
     ("L340", "A105", "Met and conferred with opposing counsel about deficiencies in interrogatory answers"),
     ("L350", "A103", "Drafted motion to compel production of dispatch logs and supporting declaration"),
     ("L120", "A102", "Researched Seventh Circuit authority on economic loss doctrine for brief"),
@@ -123,7 +123,7 @@ def generate(count: int, *, seed: int = 7, start: dt.date = dt.date(2026, 3, 1),
                 task = None
             amount = (hours * rate).quantize(CENT)
             adjustment = None
-            if activity == "A109" and not chance(0.3):
+            if text.startswith("Travel") and not chance(0.3):
                 adjustment = -(amount / 2).quantize(CENT)  # travel billed at half rate, as agreed
             flat = chance(0.01)
             entry = Entry(**common, entry_kind="time", fee_basis="flat" if flat else "hourly",

@@ -68,8 +68,8 @@ LIST_REF = {
 
 
 def list_of(items: dict[str, Any]) -> dict[str, Any]:
-    """An inline list, or ``{list: name}`` naming one of the rule set's lists."""
-    return {"oneOf": [{"type": "array", "items": items}, LIST_REF]}
+    """A non-empty inline list, or ``{list: name}`` naming one of the rule set's lists."""
+    return {"oneOf": [{"type": "array", "items": items, "minItems": 1}, LIST_REF]}
 
 
 STRINGS = list_of({"type": "string", "minLength": 1})

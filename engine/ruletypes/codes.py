@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from engine.codes import utbms_codes
-from engine.conditions import Node, all_of, any_of
+from engine.conditions import Evidence, Node, all_of, any_of
+from engine.model import Entry
 from engine.ruletypes.base import (
     CODE_LIST,
     STRINGS,
@@ -64,7 +65,14 @@ class ApprovedTimekeepers(RuleType):
         "required": ["timekeepers"],
         "additionalProperties": False,
     }
-    default_message = "Timekeeper {actual} is not on the client's approved staffing list"
+    message_variables = ("timekeeper",)
+    default_message = "Timekeeper {timekeeper} is not on the client's approved staffing list"
+
+    def message_values(self, rule: Rule, entry: Entry, evidence: list[Evidence]) -> dict[str, Any]:
+        field = rule.params.get("timekeeper_field", "timekeeper_ledes_id")
+        value = getattr(entry, field)
+        name = entry.timekeeper_name or entry.timekeeper_source_id or "(unnamed)"
+        return {"timekeeper": f"{name} ({value})" if value else f"{name} (no {field})"}
 
     def check(self, rule: Rule, ruleset: RuleSet) -> Iterator[RuleProblem]:
         if not rule.params["timekeepers"]:
@@ -116,7 +124,7 @@ class RequiredCodes(RuleType):
     default_message = "A required UTBMS code is missing or not allowed"
 
     def check(self, rule: Rule, ruleset: RuleSet) -> Iterator[RuleProblem]:
-        sets = {c.code_set for c in utbms_codes().values()}
+        sets = {c.code_set for c in utbms_codes().values() if c.kind == "task"}
         for i, name in enumerate(rule.params.get("task_code_sets") or []):
             if name not in sets:
                 yield RuleProblem(("params", "task_code_sets", i),

@@ -61,23 +61,34 @@ def _comparison(data: dict[str, Any], path: Path) -> Node:
             if cmp not in ("eq", "ne", "lt", "le", "gt", "ge"):
                 raise RuleProblem((*path, "value", cmp), f"unknown comparison {cmp!r}")
             if isinstance(bound, bool) or not isinstance(bound, int) or bound < 0:
-                raise RuleProblem((*path, "value", cmp), f"{op} bounds are whole numbers, got {bound!r}")
+                raise RuleProblem((*path, "value", cmp), f"{op} bounds are whole numbers, got {_shown(bound)}")
             parts.append(Leaf(counted, cmp, bound))
         return all_of(*parts)
     if op in ("in", "not_in"):
         if not isinstance(value, list) or not value:
             raise RuleProblem((*path, "value"), f"{op} takes a non-empty list")
-        values = tuple(_typed(v, kind, (*path, "value", i)) for i, v in enumerate(value))
+        values = tuple(_typed(v, kind, (*path, "value", i), name) for i, v in enumerate(value))
         return Leaf(Feature(feature.kind, name, None, label), op, tuple(dict.fromkeys(values)))
     if op in ("lt", "le", "gt", "ge") and kind not in _ORDERED_TYPES:
         raise RuleProblem((*path, "op"), f"{op} compares numbers and dates; {name} is {kind}")
     if op not in ("eq", "ne", "lt", "le", "gt", "ge"):
         raise RuleProblem((*path, "op"), f"unknown operator {op!r}")
-    return Leaf(Feature(feature.kind, name, None, label), op, _typed(value, kind, (*path, "value")))
+    return Leaf(Feature(feature.kind, name, None, label), op, _typed(value, kind, (*path, "value"), name))
 
 
-def _typed(value: Any, kind: str, path: Path) -> Any:
+# Fields the canonical model stores in upper case: compare constants in upper case too.
+UPPER_CASE_FIELDS = frozenset({"utbms_task_code", "utbms_activity_code", "utbms_expense_code",
+                               "timekeeper_classification", "currency"})
+
+
+def _shown(value: Any) -> str:
+    return str(value) if isinstance(value, Decimal) else repr(value)
+
+
+def _typed(value: Any, kind: str, path: Path, name: str = "") -> Any:
     """Check and convert a constant to the field's type (dates from ISO text, numbers as decimals)."""
+    if name in UPPER_CASE_FIELDS and isinstance(value, str):
+        value = value.upper()
     if kind == DATE and isinstance(value, str):
         try:
             value = dt.date.fromisoformat(value)
@@ -89,7 +100,7 @@ def _typed(value: Any, kind: str, path: Path) -> Any:
         value = value.lower() == "true"
     if not constant_fits(kind, value):
         hint = " with at most six decimal places" if kind in (DECIMAL, INT) else ""
-        raise RuleProblem(path, f"{value!r} is not a {kind}{hint}")
+        raise RuleProblem(path, f"{_shown(value)} is not a {kind}{hint}")
     return value
 
 

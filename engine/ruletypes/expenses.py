@@ -29,6 +29,8 @@ if TYPE_CHECKING:
     from engine.ruleset import Rule, RuleSet
 
 CENT = Decimal("0.01")
+# UTBMS has no travel activity code (A109 is "Appear for/attend"): find travel by what the narrative says.
+DEFAULT_TRAVEL_PATTERN = r"(?i)\btravel(?:l?ed|l?ing|s)?\b"
 
 
 def _percent(share: Decimal | None) -> str:
@@ -65,7 +67,8 @@ class ExpenseCap(RuleType):
         "required": ["caps"],
         "additionalProperties": False,
     }
-    default_message = "{utbms_expense_code} expense of {actual} is above the {expected} limit"
+    message_variables = ("label",)
+    default_message = "{utbms_expense_code} expense of {actual} is above the {expected} limit ({label})"
 
     def check(self, rule: Rule, ruleset: RuleSet) -> Iterator[RuleProblem]:
         for i, cap in enumerate(rule.params["caps"]):
@@ -78,7 +81,16 @@ class ExpenseCap(RuleType):
             value_field = "rate" if cap["per"] == "unit" else "billed_amount"
             cases.append(all_of(one_of("utbms_expense_code", [c.upper() for c in cap["expense_codes"]]),
                                 leaf(value_field, "gt", cap["max"])))
-        return all_of(is_expense(), any_of(*cases))
+        guards: list[Node] = [is_expense()]
+        if ruleset.currency:
+            guards.append(any_of(leaf("currency", "missing"), leaf("currency", "eq", ruleset.currency)))
+        return all_of(*guards, any_of(*cases))
+
+    def message_values(self, rule: Rule, entry: Entry, evidence: list[Evidence]) -> dict[str, Any]:
+        for cap in rule.params["caps"]:
+            if entry.utbms_expense_code in [c.upper() for c in cap["expense_codes"]]:
+                return {"label": cap.get("label") or entry.utbms_expense_code}
+        return {"label": entry.utbms_expense_code}
 
     def propose(self, rule: Rule, entry: Entry, evidence: list[Evidence]) -> Adjustment | None:
         if rule.action != "adjust":
@@ -97,15 +109,15 @@ class ExpenseCap(RuleType):
 @register
 class Travel(RuleType):
     name = "travel"
-    summary = ("Travel time billed above the agreed share of the full rate (for example 50%), found by "
-               "activity code A109 and optionally by task codes or a narrative pattern.")
+    summary = ("Travel time billed above the agreed share of the full rate (for example 50%), found by a "
+               "narrative pattern (by default any mention of travel) or by the listed task or activity codes.")
     params_schema = {
         "type": "object",
         "properties": {
             "share": {"type": "number", "minimum": 0, "maximum": 1},
-            "activity_codes": {**CODE_LIST, "default": ["A109"]},
+            "activity_codes": CODE_LIST,
             "task_codes": CODE_LIST,
-            "narrative_pattern": {"type": "string", "minLength": 1},
+            "narrative_pattern": {"type": "string", "minLength": 1, "default": DEFAULT_TRAVEL_PATTERN},
             "action": ACTION,
         },
         "required": ["share"],
@@ -129,11 +141,12 @@ class Travel(RuleType):
 
     def compile(self, rule: Rule, ruleset: RuleSet) -> Node:
         p = rule.params
-        is_travel = [one_of("utbms_activity_code", p.get("activity_codes", ["A109"]))]
+        pattern = p.get("narrative_pattern", DEFAULT_TRAVEL_PATTERN)
+        is_travel: list[Node] = [match("narrative", compile_regex(pattern, ("params", "narrative_pattern")))]
+        if p.get("activity_codes"):
+            is_travel.append(one_of("utbms_activity_code", [c.upper() for c in p["activity_codes"]]))
         if p.get("task_codes"):
-            is_travel.append(one_of("utbms_task_code", p["task_codes"]))
-        if p.get("narrative_pattern"):
-            is_travel.append(match("narrative", compile_regex(p["narrative_pattern"], ("params",))))
+            is_travel.append(one_of("utbms_task_code", [c.upper() for c in p["task_codes"]]))
         return all_of(is_time(), any_of(*is_travel), leaf("billed_share", "gt", p["share"]))
 
     def propose(self, rule: Rule, entry: Entry, evidence: list[Evidence]) -> Adjustment | None:

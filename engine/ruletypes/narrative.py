@@ -78,7 +78,8 @@ class Narrative(RuleType):
         return all_of(kind, any_of(*parts))
 
 
-DEFAULT_SEPARATORS = r";|\s+/\s+|\n|\.\s+(?=[A-Z])"
+# Semicolons, " / ", line breaks, and sentence ends (not after an initial or Mr/Ms/Dr/No: "J. Smith").
+DEFAULT_SEPARATORS = r";|\s+/\s+|\n|(?<!\b[A-Z])(?<!\bMrs)(?<!\bMr)(?<!\bMs)(?<!\bDr)(?<!\bNo)\.\s+(?=[A-Z])"
 
 
 @register
@@ -94,7 +95,7 @@ class BlockBilling(RuleType):
         },
         "additionalProperties": False,
     }
-    default_message = "Block billing: several tasks in one entry of {hours_billed} h"
+    default_message = "Block billing: {actual} tasks in one entry of {hours_billed} h"
 
     def check(self, rule: Rule, ruleset: RuleSet) -> Iterator[RuleProblem]:
         try:
@@ -106,5 +107,5 @@ class BlockBilling(RuleType):
         p = rule.params
         separators = compile_regex(p.get("separators", DEFAULT_SEPARATORS), ("params", "separators"))
         tasks = Feature("segments", "narrative", separators, label="tasks in narrative")
-        return all_of(is_time(), Leaf(tasks, "ge", p.get("min_tasks", 2)),
-                      leaf("hours_billed", "gt", p.get("min_hours", 0)))
+        return all_of(is_time(), leaf("hours_billed", "gt", p.get("min_hours", 0)),
+                      Leaf(tasks, "ge", p.get("min_tasks", 2)))

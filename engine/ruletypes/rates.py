@@ -8,16 +8,16 @@ from typing import TYPE_CHECKING, Any
 
 from engine.codes import is_known_classification
 from engine.conditions import Evidence, Leaf, Node, Not, all_of, any_of
-from engine.model import Entry
+from engine.model import Entry, FeeBasis
 from engine.ruletypes.base import (
     ACTION,
     POSITIVE,
-    STRINGS,
     Adjustment,
     RuleProblem,
     RuleType,
     is_time,
     leaf,
+    list_of,
     one_of,
     register,
 )
@@ -50,7 +50,8 @@ class RateCap(RuleType):
                     "additionalProperties": False,
                 },
             },
-            "exempt_fee_bases": {**STRINGS, "default": ["flat", "fixed_template", "contingency"]},
+            "exempt_fee_bases": {**list_of({"enum": [b.value for b in FeeBasis]}),
+                                 "default": ["flat", "fixed_template", "contingency"]},
             "action": ACTION,
         },
         "additionalProperties": False,
