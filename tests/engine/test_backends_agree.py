@@ -19,17 +19,18 @@ from engine.backends import DURABLE_AVAILABLE
 from engine.evaluate import evaluate
 from engine.features import EvaluationContext
 from engine.model import Entry
-from engine.ruleset import load_file
+from engine.ruleset import RuleSet, load_file
 
 RULES_DIR = Path(__file__).resolve().parents[2] / "rules"
 RULESETS = sorted(p for p in RULES_DIR.glob("*.yaml") if not p.name.endswith(".tests.yaml"))
 
 pytestmark = pytest.mark.skipif(not DURABLE_AVAILABLE, reason="durable-rules does not import here")
 
-_LOADED: dict[Path, object] = {}
+_LOADED: dict[Path, RuleSet] = {}
 
 
-def _load(path: Path):  # noqa: ANN202 - loading once per file keeps the property fast
+def _load(path: Path) -> RuleSet:
+    """Each rule file is loaded once: the property runs hundreds of examples."""
     if path not in _LOADED:
         _LOADED[path] = load_file(path)
     return _LOADED[path]
@@ -55,24 +56,31 @@ FRAGMENTS = [
     "Drafted answer and affirmative defenses", "review file", "Review   File", "attention to matter",
     "follow up", "followup", "work on brief", "various matters", "miscellaneous", "Reviewed filed answer",
     "travel to Chicago", "Travelled to court", "summer associate research", "conferred with client",
-    "prepared deposition outline", "x", "", "Met with counsel. Then drafted the memo",
+    "prepared deposition outline", "x", "", "Met with counsel. Then drafted the memo", "Internal conference",
+    "Letter to J. Smith re deposition", "for expert", "office conference with team",
 ]
 NARRATIVE = st.lists(st.sampled_from(FRAGMENTS), min_size=0, max_size=3).flatmap(
     lambda parts: st.sampled_from(["; ", " / ", "\n", ". ", " "]).map(lambda sep: sep.join(parts))
 )
-TASKS = st.sampled_from([None, "L110", "L120", "L140", "L100", "L210", "L250", "L320", "L330", "B110", "C100", "P210"])
-ACTIVITIES = st.sampled_from([None, "A101", "A102", "A103", "A104", "A109", "A111"])
+TASKS = st.sampled_from([None, "L110", "L120", "L140", "L100", "L210", "L250", "L300", "L310", "L320", "L330", "B110",
+                         "C100", "P210"])
+ACTIVITIES = st.sampled_from([None, "A101", "A102", "A103", "A104", "A105", "A109", "A110", "A111"])
 EXPENSES = st.sampled_from([None, "E101", "E103", "E104", "E109", "E110", "E111", "E112", "E114", "E115"])
 CLASSES = st.sampled_from([None, "PARTNR", "ASSOC", "OFCOUN", "PARALG", "LGLAST", "LGLINT", "TRANEE", "PT"])
-TIMEKEEPERS = st.sampled_from([None, "TK1001", "TK1002", "TK1004", "TK1007", "TK1011", "TK1012", "TK9999"])
-MATTERS = st.sampled_from([None, "2026-0042", "2026-0017", "2025-0311", "OTHER"])
+TIMEKEEPERS = st.sampled_from([None, "TK1001", "TK1002", "TK1004", "TK1007", "TK1011", "TK1012", "TK9999",
+                               "TK2001", "TK2002", "TK2003"])
+MATTERS = st.sampled_from([None, "2026-0042", "2026-0017", "2025-0311", "OTHER", "2026-0101", "2026-0102"])
+CLIENTS = st.sampled_from(["ACME01", "ACME01", "GLOBEX", "GLOBEX", None, "OTHER"])
 DATES = st.sampled_from([dt.date(2025, 11, 20), dt.date(2026, 1, 5), dt.date(2026, 2, 28), dt.date(2026, 3, 1),
-                         dt.date(2026, 3, 15), dt.date(2026, 3, 31), dt.date(2026, 4, 1)])
+                         dt.date(2026, 3, 15), dt.date(2026, 3, 31), dt.date(2026, 4, 1), dt.date(2026, 4, 14),
+                         dt.date(2026, 4, 30), dt.date(2026, 5, 2)])
 
 
-CLASS_CAPS = {"PARTNR": ["950", "925", "1050"], "ASSOC": ["625", "600"], "OFCOUN": ["850"], "PARALG": ["275"],
-              "LGLAST": ["225"], "LGLINT": ["150"], "TRANEE": ["150"], "PT": ["950"]}
+CLASS_CAPS = {"PARTNR": ["950", "925", "1050", "900", "850", "1000"], "ASSOC": ["625", "600", "550"],
+              "OFCOUN": ["850"], "PARALG": ["275", "250"], "LGLAST": ["225"], "LGLINT": ["150"], "TRANEE": ["150"],
+              "PT": ["950"]}
 EXPENSE_CAPS = {"E111": "75", "E110": "350", "E101": "0.10", "E109": "0.70"}
+EXPENSE_CAPS_2 = {"E111": "60", "E101": "0.15"}
 
 
 def _near(cap: str) -> st.SearchStrategy[Decimal]:
@@ -89,7 +97,7 @@ def entries(draw: st.DrawFn, index: int) -> Entry:
     if kind == "time" and classification is not None and draw(st.booleans()):
         rate = draw(st.sampled_from(CLASS_CAPS[classification]).flatmap(_near))
     elif kind == "expense" and expense_code in EXPENSE_CAPS and draw(st.booleans()):
-        rate = draw(_near(EXPENSE_CAPS[expense_code]))
+        rate = draw(_near(draw(st.sampled_from([EXPENSE_CAPS, EXPENSE_CAPS_2])).get(expense_code, "1")))
     else:
         rate = draw(st.none() | _near_caps())
     quantity = hours if kind == "time" else draw(st.none() | st.integers(1, 900).map(Decimal))
@@ -102,7 +110,7 @@ def entries(draw: st.DrawFn, index: int) -> Entry:
     return Entry(
         source_system="prop", source_id=f"p{index}", entry_kind=kind,
         fee_basis=draw(st.sampled_from(["hourly", "hourly", "hourly", "flat", "unit", "contingency"])),
-        ledes_client_id=draw(st.sampled_from(["ACME01", "ACME01", "ACME01", None, "OTHER"])),
+        ledes_client_id=draw(CLIENTS),
         client_source_id=draw(st.sampled_from([None, "C-0001"])),
         law_firm_matter_id=draw(MATTERS), timekeeper_ledes_id=draw(TIMEKEEPERS),
         timekeeper_source_id=draw(st.sampled_from([None, "u1", "u2"])),
@@ -129,6 +137,7 @@ def batches(draw: st.DrawFn) -> list[Entry]:
 
 CONTEXTS = st.sampled_from([
     EvaluationContext(as_of=dt.date(2026, 4, 6), period_start=dt.date(2026, 3, 1), period_end=dt.date(2026, 3, 31)),
+    EvaluationContext(as_of=dt.date(2026, 5, 5), period_start=dt.date(2026, 4, 1), period_end=dt.date(2026, 4, 30)),
     EvaluationContext(as_of=dt.date(2026, 6, 30)),
     EvaluationContext(),
 ])
@@ -145,18 +154,18 @@ def test_backends_find_the_same_violations(ruleset_file: Path, batch: list[Entry
     assert by_durable == by_python
 
 
-def test_the_generator_reaches_most_rules() -> None:
+@pytest.mark.parametrize("ruleset_file", RULESETS, ids=[p.stem for p in RULESETS])
+def test_the_generator_reaches_most_rules(ruleset_file: Path) -> None:
     """The property above is only worth something if the generated entries break the rules it compares."""
-    ruleset = load_file(RULESETS[0])
-    ctx = EvaluationContext(as_of=dt.date(2026, 4, 6), period_start=dt.date(2026, 3, 1),
-                            period_end=dt.date(2026, 3, 31))
+    ruleset = _load(ruleset_file)
     reached: set[str] = set()
 
-    @settings(max_examples=150, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
-    @given(batch=batches())
-    def collect(batch: list[Entry]) -> None:
-        reached.update(v.rule_id for v in evaluate(batch, ruleset, context=ctx, backend="python"))
+    @settings(max_examples=200, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
+    @given(batch=batches(), context=CONTEXTS)
+    def collect(batch: list[Entry], context: EvaluationContext) -> None:
+        found = evaluate(batch, ruleset, context=context, backend="python", statuses=("active", "shadow", "draft"))
+        reached.update(v.rule_id for v in found)
 
     collect()
     missed = {r.id for r in ruleset.rules} - reached
-    assert len(missed) <= 1, sorted(missed)
+    assert len(missed) <= 2, sorted(missed)
