@@ -22,8 +22,14 @@ from engine.model import Entry
 log = logging.getLogger("ocgate.engine")
 
 try:  # durable-rules builds from source and does not import on Python 3.13+
-    from durable.engine import MessageNotHandledException
-    from durable.lang import get_host
+    from durable.engine import Host, MessageNotHandledException
+
+    class _SynchronousHost(Host):
+        """A host without the timer threads ``get_host()`` starts: those call into the engine outside our
+        lock. Nothing here needs them, since every action runs inside ``assert_fact``."""
+
+        def _run(self) -> None:
+            return None
 
     DURABLE_AVAILABLE = True
     DURABLE_IMPORT_ERROR = ""
@@ -87,7 +93,7 @@ class _Durable:
         if compiled.durable_name in self.registered:
             return
         if self.host is None:
-            self.host = get_host()
+            self.host = _SynchronousHost()
         definition = copy.deepcopy(compiled.durable_definition)  # set_rulesets mutates what it is given
         for name, rule in definition.items():
             rule["run"] = self._action(int(name[1:].split("_")[0]))

@@ -41,7 +41,7 @@ from engine.ruleset import Rule, RuleSet
 MARKER = "ocg"  # present in every fact; durable-rules needs a positive test beside a bare "$nex"
 INLINE_LIST = 6  # longer in/not_in lists become a membership feature
 DURABLE_BUDGET = 28  # durable-rules allows 32 expressions per condition; "or" branches spend them
-MAX_BRANCHES = 256
+MAX_BRANCHES = 4096
 
 
 @dataclass

@@ -7,7 +7,7 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from engine.codes import is_known_classification
-from engine.conditions import Evidence, Leaf, Node, Not, all_of, any_of
+from engine.conditions import Evidence, Node, Not, all_of, any_of
 from engine.model import Entry, FeeBasis
 from engine.ruletypes.base import (
     ACTION,
@@ -77,62 +77,49 @@ class RateCap(RuleType):
                                   f"matter {matter!r} has two overrides")
 
     def compile(self, rule: Rule, ruleset: RuleSet) -> Node:
+        """One case per (scope, cap): exactly one case can hold for an entry, so the cap it names applies.
+
+        Precedence inside an overridden matter: the override's timekeeper caps, then its classification
+        caps, then the firm-wide timekeeper caps, then the firm-wide classification caps. Elsewhere the
+        firm-wide timekeeper caps, then classification caps. A case excludes the entries an earlier level
+        already covers, which keeps every case a short conjunction (durable-rules allows 32 expressions).
+        """
         p = rule.params
         tk_field = p.get("timekeeper_field", "timekeeper_ledes_id")
         exempt = p.get("exempt_fee_bases", ["flat", "fixed_template", "contingency"])
-        classes: dict[str, Decimal] = p.get("by_classification") or {}
-        timekeepers: dict[str, Decimal] = p.get("by_timekeeper") or {}
+        global_levels = [("tk", p.get("by_timekeeper") or {}), ("class", p.get("by_classification") or {})]
         overrides: list[dict[str, Any]] = p.get("matter_overrides") or []
 
-        def over(cap: Decimal) -> Leaf:
-            return leaf("rate", "gt", cap)
-
-        def excluded(node: Node | None) -> Node | None:
-            return Not(node) if node is not None else None
-
         cases: list[Node] = []
-        # 1. a matter override naming the timekeeper, 2. a matter override by classification
         for o in overrides:
-            matter = leaf("law_firm_matter_id", "eq", o["matter"])
-            o_tks: dict[str, Decimal] = o.get("by_timekeeper") or {}
-            for tk, cap in o_tks.items():
-                cases.append(all_of(matter, leaf(tk_field, "eq", tk), over(cap)))
-            for cls, cap in (o.get("by_classification") or {}).items():
-                cases.append(all_of(matter, leaf("timekeeper_classification", "eq", cls),
-                                    excluded(one_of(tk_field, list(o_tks)) if o_tks else None), over(cap)))
+            levels = [("tk", o.get("by_timekeeper") or {}), ("class", o.get("by_classification") or {}),
+                      *global_levels]
+            cases.extend(self._cases(levels, leaf("law_firm_matter_id", "eq", o["matter"]), tk_field))
+        elsewhere = Not(one_of("law_firm_matter_id", [o["matter"] for o in overrides])) if overrides else None
+        cases.extend(self._cases(global_levels, elsewhere, tk_field))
 
-        def overridden(tk: str | None, cls: str | None) -> list[Node]:
-            """Conditions under which a matter override takes precedence over a firm-wide cap."""
-            result: list[Node] = []
-            for o in overrides:
-                o_tks, o_cls = o.get("by_timekeeper") or {}, o.get("by_classification") or {}
-                matter = leaf("law_firm_matter_id", "eq", o["matter"])
-                if (tk is not None and tk in o_tks) or (cls is not None and cls in o_cls):
-                    result.append(Not(matter))
-                    continue
-                alternatives: list[Node] = []
-                if o_tks and tk is None:
-                    alternatives.append(one_of(tk_field, list(o_tks)))
-                if o_cls and cls is None:
-                    alternatives.append(one_of("timekeeper_classification", list(o_cls)))
-                if alternatives:
-                    result.append(Not(all_of(matter, any_of(*alternatives))))
-            return result
-
-        # 3. the timekeeper's own cap
-        for tk, cap in timekeepers.items():
-            cases.append(all_of(leaf(tk_field, "eq", tk), *overridden(tk, None), over(cap)))
-        # 4. the classification's cap, unless the timekeeper has one of their own
-        for cls, cap in classes.items():
-            cases.append(all_of(leaf("timekeeper_classification", "eq", cls),
-                                excluded(one_of(tk_field, list(timekeepers)) if timekeepers else None),
-                                *overridden(None, cls), over(cap)))
-        currency = [leaf("currency", "eq", ruleset.currency)] if ruleset.currency else []
-        guards = [is_time(), leaf("fee_basis", "not_in", exempt) if exempt else None]
-        if currency:
+        guards: list[Node | None] = [is_time(), leaf("fee_basis", "not_in", exempt) if exempt else None]
+        if ruleset.currency:
             # Caps are in the rule set's currency; an entry without a currency is still checked.
-            guards.append(any_of(leaf("currency", "missing"), *currency))
+            guards.append(any_of(leaf("currency", "missing"), leaf("currency", "eq", ruleset.currency)))
         return all_of(*guards, any_of(*cases))
+
+    @staticmethod
+    def _cases(levels: list[tuple[str, dict[str, Decimal]]], scope: Node | None, tk_field: str) -> list[Node]:
+        cases: list[Node] = []
+        covered: dict[str, list[str]] = {"tk": [], "class": []}
+        field_of = {"tk": tk_field, "class": "timekeeper_classification"}
+        for kind, caps in levels:
+            other = "class" if kind == "tk" else "tk"
+            for key, cap in caps.items():
+                if key in covered[kind]:
+                    continue  # an earlier level already caps this timekeeper or class here
+                earlier = covered[other]
+                cases.append(all_of(scope, leaf(field_of[kind], "eq", key),
+                                    Not(one_of(field_of[other], earlier)) if earlier else None,
+                                    leaf("rate", "gt", cap)))
+            covered[kind] = list(dict.fromkeys([*covered[kind], *caps]))
+        return cases
 
     def propose(self, rule: Rule, entry: Entry, evidence: list[Evidence]) -> Adjustment | None:
         if rule.action != "adjust" or entry.rate is None:
