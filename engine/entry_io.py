@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
+import re
 from collections.abc import Iterable, Iterator
 from decimal import Decimal
 from pathlib import Path
@@ -69,17 +71,12 @@ def _records(text: str, path: Path, problems: list[str]) -> Iterator[tuple[int, 
     suffix = path.suffix.lower()
     stripped = text.lstrip()
     if suffix == ".csv":
-        yield from _csv_records(text)
+        yield from _csv_records(text, path, problems)
     elif suffix == ".json" or (suffix not in (".jsonl", ".ndjson") and stripped.startswith("[")):
         try:
-            data = json.loads(text, parse_float=Decimal)
+            yield from _json_array_records(text)
         except json.JSONDecodeError as exc:
             problems.append(f"{path}:{exc.lineno}:{exc.colno}: invalid JSON: {exc.msg}")
-            return
-        if not isinstance(data, list):
-            data = [data]
-        for i, record in enumerate(data, 1):
-            yield i, record  # position in the array
     else:
         for number, raw in enumerate(text.splitlines(), 1):
             if not raw.strip():
@@ -90,23 +87,54 @@ def _records(text: str, path: Path, problems: list[str]) -> Iterator[tuple[int, 
                 problems.append(f"{path}:{number}:{exc.colno}: invalid JSON: {exc.msg}")
 
 
-def _csv_records(text: str) -> Iterator[tuple[int, dict[str, Any]]]:
-    reader = csv.DictReader(text.splitlines())
+_DECODER = json.JSONDecoder(parse_float=Decimal)
+_SPACE = re.compile(r"[\s,]*")
+
+
+def _json_array_records(text: str) -> Iterator[tuple[int, Any]]:
+    """The records of a JSON array (or one object), each with the line it starts on."""
+    start = _SPACE.match(text).end()
+    if not text.startswith("[", start):
+        yield text.count("\n", 0, start) + 1, _DECODER.decode(text)
+        return
+    position = start + 1
+    while True:
+        position = _SPACE.match(text, position).end()
+        if text.startswith("]", position):
+            return
+        record, end = _DECODER.raw_decode(text, position)
+        yield text.count("\n", 0, position) + 1, record
+        position = end
+
+
+def _csv_records(text: str, path: Path, problems: list[str]) -> Iterator[tuple[int, dict[str, Any]]]:
+    reader = csv.DictReader(io.StringIO(text, newline=""))
     for row in reader:
+        line = reader.line_num
         record: dict[str, Any] = {}
+        if None in row:
+            problems.append(f"{path}:{line}: the row has {len(row[None])} more value(s) than the header "
+                            "(quote values that contain commas)")
+            continue
         for key, value in row.items():
-            if key is None or value is None:
+            if value is None:
                 continue
             key = key.strip()
             if key in LIST_FIELDS:
                 record[key] = [v for v in value.split(";") if v]
             elif key == "raw_payload":
-                record[key] = json.loads(value) if value.strip() else None
+                try:
+                    record[key] = json.loads(value, parse_float=Decimal) if value.strip() else None
+                except json.JSONDecodeError as exc:
+                    problems.append(f"{path}:{line}: raw_payload: invalid JSON: {exc.msg}")
+                    record = {}
+                    break
             elif value.strip() == "":
                 continue
             else:
                 record[key] = value
-        yield reader.line_num, record
+        if record:
+            yield line, record
 
 
 def entry_record(entry: Entry) -> dict[str, Any]:

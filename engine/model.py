@@ -67,6 +67,8 @@ def _decimal(value: Any) -> Any:
 
 
 def _empty_to_none(value: Any) -> Any:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)  # Clio and Trackops ids are integers; every id is stored as text
     if isinstance(value, str):
         value = value.strip()
         return value or None
@@ -174,7 +176,7 @@ class Entry(BaseModel):
     def _aware(cls, value: dt.datetime | None) -> dt.datetime | None:
         if value is not None and value.tzinfo is None:
             raise ValueError("timestamps must carry a UTC offset")
-        return value
+        return value.astimezone(dt.UTC) if value is not None else None
 
     @model_validator(mode="after")
     def _derive(self) -> Entry:

@@ -164,7 +164,17 @@ def _schema_problems(doc: Document) -> list[Problem]:
         for leaf_error in _leaf_errors(error):
             path = tuple(leaf_error.absolute_path)
             message = _friendly(leaf_error)
-            found.setdefault((path, message), doc.problem(path, message, _where(doc, path)))
+            at_key = False
+            if leaf_error.validator == "additionalProperties" and isinstance(leaf_error.instance, dict):
+                extra = [k for k in leaf_error.instance if k not in leaf_error.schema.get("properties", {})]
+                if extra:
+                    path, at_key = (*path, extra[0]), True
+            elif leaf_error.schema is False:
+                keys = _forbidden_keys(leaf_error, _get(doc.data, path))
+                path, at_key = (*path, *keys[:1]), True
+                message = (FORBIDDEN_CONDITION if keys[:1] == ["condition"]
+                           else f"{keys[0] if keys else 'this'!r} is not allowed here")
+            found.setdefault((path, message), doc.problem(path, message, _where(doc, path), key=at_key))
     return sorted(found.values(), key=lambda p: (p.line, p.column, p.message))
 
 
@@ -197,11 +207,23 @@ def _meant_branch(error: jsonschema.ValidationError) -> int | None:
     return None
 
 
+FORBIDDEN_CONDITION = "a condition is only for rules of type condition; a named type takes params"
+
+
+def _forbidden_keys(error: jsonschema.ValidationError, instance: Any) -> list[str]:
+    """Keys of ``instance`` that a ``false`` schema forbids (jsonschema's path stops at their parent)."""
+    node: Any = ruleset_schema()
+    for step in error.schema_path:
+        try:
+            node = node[step]
+        except (KeyError, IndexError, TypeError):
+            return []
+    if not isinstance(node, dict) or not isinstance(instance, dict):
+        return []
+    return [key for key, sub in node.items() if sub is False and key in instance]
+
+
 def _friendly(error: jsonschema.ValidationError) -> str:
-    if error.schema is False:
-        key = error.absolute_path[-1] if error.absolute_path else "this"
-        return f"{key!r} is not allowed here" + (" (only rules of type condition have one)"
-                                                  if key == "condition" else "")
     if error.validator == "anyOf" and all(set(b) == {"required"} for b in error.validator_value):
         names = [name for branch in error.validator_value for name in branch["required"]]
         return f"needs at least one of: {', '.join(names)}"
@@ -242,8 +264,8 @@ def _build(doc: Document, text: str) -> tuple[RuleSet, list[Problem]]:
     data = doc.data
     problems: list[Problem] = []
 
-    def report(path: Path, message: str) -> None:
-        problems.append(doc.problem(path, message, _where(doc, path)))
+    def report(path: Path, message: str, key: bool = False) -> None:
+        problems.append(doc.problem(path, message, _where(doc, path), key=key))
 
     lists: dict[str, list[Any]] = data.get("lists") or {}
     applies = data.get("applies_to") or {}
@@ -298,7 +320,7 @@ def _build(doc: Document, text: str) -> tuple[RuleSet, list[Problem]]:
         except RuleProblem as problem:
             found = [problem]
         for problem in found:
-            report((*base, *problem.path), problem.message)
+            report((*base, *problem.path), problem.message, key=problem.at_key)
         if found:
             continue
         ruleset.rules.append(rule)

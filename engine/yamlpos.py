@@ -38,16 +38,19 @@ class Document:
     file: str
     data: Any
     positions: dict[Path, tuple[int, int]] = field(default_factory=dict)
+    key_positions: dict[Path, tuple[int, int]] = field(default_factory=dict)
 
-    def position(self, path: Path) -> tuple[int, int]:
-        """Line and column (1-based) of the deepest node on ``path`` that exists."""
+    def position(self, path: Path, key: bool = False) -> tuple[int, int]:
+        """Line and column (1-based) of the deepest node on ``path`` that exists (of its key if ``key``)."""
         path = tuple(path)
+        if key and path in self.key_positions:
+            return self.key_positions[path]
         while path not in self.positions and path:
             path = path[:-1]
         return self.positions.get(path, (1, 1))
 
-    def problem(self, path: Path, message: str, where: str | None = None) -> Problem:
-        line, col = self.position(path)
+    def problem(self, path: Path, message: str, where: str | None = None, key: bool = False) -> Problem:
+        line, col = self.position(path, key)
         return Problem(self.file, line, col, where if where is not None else describe_path(path), message)
 
 
@@ -100,12 +103,14 @@ def _convert(node: yaml.Node, path: Path, doc: Document) -> Any:
                 raise YamlError(Problem(doc.file, line, col, describe_path((*path, key)),
                                         f"duplicate key {key!r}"))
             child_path = (*path, key)
-            doc.positions[child_path] = (key_node.start_mark.line + 1, key_node.start_mark.column + 1)
-            result[key] = _convert(value_node, child_path, doc)
-            # Point at the value itself for scalar values (where the wrong thing is written).
+            key_at = (key_node.start_mark.line + 1, key_node.start_mark.column + 1)
+            doc.key_positions[child_path] = key_at
+            # A scalar value is pointed at where it is written; a mapping or list at its key.
             if isinstance(value_node, yaml.ScalarNode):
-                doc.positions[child_path] = (value_node.start_mark.line + 1,
-                                             value_node.start_mark.column + 1)
+                doc.positions[child_path] = (value_node.start_mark.line + 1, value_node.start_mark.column + 1)
+            else:
+                doc.positions[child_path] = key_at
+            result[key] = _convert(value_node, child_path, doc)
         return result
     if isinstance(node, yaml.SequenceNode):
         return [_convert(item, (*path, i), doc) for i, item in enumerate(node.value)]

@@ -12,7 +12,7 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from engine.conditions import Evidence, Leaf, Node, all_of, any_of
-from engine.features import Feature, field_feature
+from engine.features import DECIMAL, FIELD_TYPES, INT, Feature, field_feature
 from engine.model import Entry
 
 if TYPE_CHECKING:
@@ -24,10 +24,11 @@ Path = tuple[str | int, ...]
 class RuleProblem(Exception):
     """A semantic error inside a rule, at ``path`` relative to the rule."""
 
-    def __init__(self, path: Path, message: str):
+    def __init__(self, path: Path, message: str, at_key: bool = False):
         super().__init__(message)
         self.path = path
         self.message = message
+        self.at_key = at_key  # point at the mapping key itself (a misspelt name), not its value
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,8 +116,14 @@ def register(cls: type[RuleType]) -> type[RuleType]:
 # Helpers for building conditions ------------------------------------------------------------------
 
 def leaf(field_name: str, op: str, value: Any = None) -> Leaf:
+    """A comparison on a field; numbers become the field's type (Decimal for money and hours)."""
+    kind = FIELD_TYPES[field_name]
     if op in ("in", "not_in"):
         value = tuple(value)
+    elif kind == DECIMAL and isinstance(value, int) and not isinstance(value, bool):
+        value = Decimal(value)
+    elif kind == INT and isinstance(value, Decimal) and value == value.to_integral_value():
+        value = int(value)
     return Leaf(field_feature(field_name), op, value)
 
 

@@ -39,7 +39,8 @@ def check_codes(params: dict, keys: tuple[str, ...]) -> Iterator[RuleProblem]:
             if found is None:
                 yield RuleProblem((key, i), f"unknown UTBMS code {code!r}")
             elif found.kind not in kind:
-                yield RuleProblem((key, i), f"{code} is a UTBMS {found.kind} code, not a {kind[0]} code")
+                article = "an" if kind[0][0] in "aeiou" else "a"
+                yield RuleProblem((key, i), f"{code} is a UTBMS {found.kind} code, not {article} {kind[0]} code")
 
 
 def expand_phases(codes: list[str]) -> list[str]:

@@ -69,7 +69,8 @@ class RateCap(RuleType):
         for path, table in tables:
             for code in table:
                 if not is_known_classification(code):
-                    yield RuleProblem((*path, code), f"unknown LEDES timekeeper classification {code!r}")
+                    yield RuleProblem((*path, code), f"unknown LEDES timekeeper classification {code!r}",
+                                      at_key=True)
         matters = [o["matter"] for o in p.get("matter_overrides") or []]
         for i, matter in enumerate(matters):
             if matter in matters[:i]:

@@ -19,7 +19,7 @@ class BillingIncrement(RuleType):
     summary = "Hourly time must be billed in multiples of the increment (0.1 h by default)."
     params_schema = {
         "type": "object",
-        "properties": {"increment": {**POSITIVE, "default": Decimal("0.1")}},
+        "properties": {"increment": {**POSITIVE, "description": "hours; 0.1 when not given"}},
         "additionalProperties": False,
     }
     default_message = "{hours_billed} h is not a multiple of the billing increment"
@@ -59,7 +59,7 @@ class LateEntry(RuleType):
     default_message = "Work from {work_date} is {actual} days old (limit {expected})"
 
     def compile(self, rule: Rule, ruleset: RuleSet) -> Node:
-        return leaf("age_days", "gt", Decimal(rule.params["max_age_days"]))
+        return leaf("age_days", "gt", int(rule.params["max_age_days"]))
 
 
 @register
