@@ -13,7 +13,7 @@ from engine.backends import resolve_backend, run_durable, run_python
 from engine.compiler import CompiledRuleSet, compile_ruleset, scope_predicate
 from engine.conditions import Evidence, explain, render_value
 from engine.features import DERIVED_FUNCTIONS, EvaluationContext, field_feature
-from engine.model import Entry
+from engine.model import ENTRY_FIELDS, Entry
 from engine.ruleset import Rule, RuleSet
 from engine.ruletypes import Adjustment
 
@@ -70,7 +70,7 @@ class _Vars(dict):
         self.ctx = ctx
 
     def __missing__(self, key: str) -> str:
-        if key in type(self.entry).model_fields:
+        if key in ENTRY_FIELDS:
             return _render(getattr(self.entry, key))
         if key in DERIVED_FUNCTIONS:
             return _render(field_feature(key).compute(self.entry, self.ctx))
@@ -121,17 +121,28 @@ def evaluate(
                   for i, pos in hits]
     for v, (i, _) in zip(violations, hits, strict=True):
         v.entry_index = indexes[i]
+    uids: list[str] | None = None
+    # One list of contributing ids per group, shared by its members (the group list is kept alive
+    # beside it, so its id cannot be reused by another group).
+    shared: dict[int, tuple[list[int], list[str]]] = {}
+    batch_cache: dict[object, object] = {}
     for rule in compiled.aggregates:
         scope = scope_predicate(compiled, rule, ctx)
-        for hit in rule.rule_type.evaluate_batch(rule, applicable, scope):
+        if uids is None:
+            uids = [e.entry_uid for e in applicable]
+        for hit in rule.rule_type.evaluate_batch(rule, applicable, scope, batch_cache):
             entry = applicable[hit.index]
+            known = shared.get(id(hit.contributing))
+            if known is None:
+                known = shared[id(hit.contributing)] = (hit.contributing, [uids[j] for j in hit.contributing])
+            contributing = known[1]
             violations.append(Violation(
                 entry_uid=entry.entry_uid, rule_id=rule.id, rule_type=rule.type, title=rule.title,
                 severity=rule.severity, rule_status=rule.status, ruleset_id=ruleset.id,
                 ruleset_revision=ruleset.revision,
                 message=render_message(rule, entry, hit.evidence, hit.variables, ctx),
                 evidence=hit.evidence, references=rule.references,
-                contributing=[applicable[j].entry_uid for j in hit.contributing], entry_index=indexes[hit.index],
+                contributing=contributing, entry_index=indexes[hit.index],
             ))
     violations.sort(key=lambda v: (v.entry_index, v.rule_id))
     return violations
@@ -140,7 +151,7 @@ def evaluate(
 def _entry_violation(compiled: CompiledRuleSet, entry: Entry, rule: Rule, position: int,
                      ctx: EvaluationContext) -> Violation:
     condition = compiled.rules[position].condition
-    values = {key: feature.compute(entry, ctx) for key, feature in compiled.features.items()}
+    values = {key: feature.compute(entry, ctx) for key, feature in compiled.rules[position].features.items()}
     evidence = explain(condition, values, entry)
     adjustment = rule.rule_type.propose(rule, entry, evidence)
     return Violation(

@@ -70,10 +70,25 @@ def _money(rng: random.Random, low: str, high: str) -> Decimal:
     return Decimal(rng.randint(lo, hi)) / 100
 
 
+def firm(timekeepers: int) -> list[tuple[str, str, str, str]]:
+    """The sample team, grown to ``timekeepers`` people with extra (unapproved) staff for large volumes."""
+    people = list(TIMEKEEPERS)
+    for n in range(max(0, timekeepers - len(people))):
+        _, _, classification, rate = TIMEKEEPERS[n % 10]
+        people.append((f"TK{3000 + n}", f"Staff {3000 + n}, Sample", classification, rate))
+    return people
+
+
 def generate(count: int, *, seed: int = 7, start: dt.date = dt.date(2026, 3, 1), days: int = 31,
-             problem_rate: float = 1.0) -> Iterator[Entry]:
-    """``count`` entries dated from ``start`` over ``days``; ``problem_rate`` scales how often problems occur."""
+             problem_rate: float = 1.0, timekeepers: int | None = None) -> Iterator[Entry]:
+    """``count`` entries dated from ``start`` over ``days``; ``problem_rate`` scales how often problems occur.
+
+    With ``timekeepers`` above the sample team's 12, the firm grows (so a large batch keeps a realistic
+    number of entries per timekeeper and day); the added staff are not on Acme's approved list.
+    """
     rng = random.Random(seed)
+    team = firm(timekeepers or len(TIMEKEEPERS))
+    regulars = team[:10] + team[len(TIMEKEEPERS):]
     chance = lambda p: rng.random() < p * problem_rate  # noqa: E731
     previous: Entry | None = None
     for n in range(count):
@@ -82,7 +97,7 @@ def generate(count: int, *, seed: int = 7, start: dt.date = dt.date(2026, 3, 1),
             previous = None
             yield dup
             continue
-        tk_id, name, cls, usual = rng.choice(TIMEKEEPERS[:10] if not chance(0.03) else TIMEKEEPERS)
+        tk_id, name, cls, usual = rng.choice(regulars if not chance(0.03) else team)
         firm_matter, client_matter, matter_name = rng.choice(MATTERS)
         work_date = start + dt.timedelta(days=rng.randrange(days))
         if chance(0.01):

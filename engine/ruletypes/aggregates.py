@@ -21,12 +21,28 @@ def _timekeeper(e: Entry) -> str | None:
     return e.timekeeper_source_id or e.timekeeper_ledes_id or e.timekeeper_name
 
 
-def _billed_time(entries: Sequence[Entry], scope: Scope) -> Iterator[tuple[int, Entry]]:
-    """Billable time with hours: what counts towards a timekeeper's day."""
+def timekeeper_days(entries: Sequence[Entry], scope: Scope,
+                    cache: dict[object, object] | None) -> dict[tuple[str, object], list[int]]:
+    """Billable time with hours, grouped by timekeeper and work date (shared by the batch rules)."""
+    key = ("timekeeper_days", scope)
+    if cache is not None and key in cache:
+        return cache[key]  # type: ignore[return-value]
+    groups: dict[tuple[str, object], list[int]] = {}
     for i, e in enumerate(entries):
         if (e.entry_kind is _TIME and e.hours_billed is not None and e.billable and not e.no_charge
                 and (scope is None or scope(e))):
-            yield i, e
+            timekeeper = e.timekeeper_source_id or e.timekeeper_ledes_id or e.timekeeper_name
+            if timekeeper is None:
+                continue  # nobody to add up: the approved-timekeeper rule reports these
+            group_key = (timekeeper, e.work_date)
+            found = groups.get(group_key)
+            if found is None:
+                groups[group_key] = [i]
+            else:
+                found.append(i)
+    if cache is not None:
+        cache[key] = groups
+    return groups
 
 
 @register
@@ -43,21 +59,12 @@ class DailyHoursCap(RuleType):
     message_variables = ("total", "count", "max_hours")
     default_message = "{timekeeper_name} billed {total} h on {work_date} in {count} entries (cap {max_hours} h)"
 
-    def evaluate_batch(self, rule: Rule, entries: Sequence[Entry], scope: Scope) -> Iterator[AggregateHit]:
+    def evaluate_batch(self, rule: Rule, entries: Sequence[Entry], scope: Scope,
+                       cache: dict[object, object] | None = None) -> Iterator[AggregateHit]:
         cap = Decimal(rule.params["max_hours"])
-        totals: dict[tuple[str | None, object], Decimal] = {}
-        members: dict[tuple[str | None, object], list[int]] = {}
-        for i, e in _billed_time(entries, scope):
-            key = (_timekeeper(e), e.work_date)
-            if key in totals:
-                totals[key] += e.hours_billed
-                members[key].append(i)
-            else:
-                totals[key] = e.hours_billed
-                members[key] = [i]
-        for key, total in totals.items():
-            if total > cap and key[0] is not None:
-                group = members[key]
+        for group in timekeeper_days(entries, scope, cache).values():
+            total = sum([entries[i].hours_billed for i in group], Decimal(0))
+            if total > cap:
                 evidence = [Evidence("hours billed per timekeeper per day", "gt", cap, total)]
                 variables = {"total": total, "count": len(group), "max_hours": cap}
                 for i in group:
@@ -74,28 +81,28 @@ class Duplicate(RuleType):
     message_variables = ("count",)
     default_message = "Billed {count} times: same timekeeper, date, task, hours and narrative"
 
-    def evaluate_batch(self, rule: Rule, entries: Sequence[Entry], scope: Scope) -> Iterator[AggregateHit]:
-        # Cheap key first; narratives are normalised only where a collision is possible.
-        candidates: dict[tuple[object, ...], list[int]] = {}
-        for i, e in _billed_time(entries, scope):
-            key = (_timekeeper(e), e.work_date, e.utbms_task_code, e.hours_billed)
-            found = candidates.get(key)
-            if found is None:
-                candidates[key] = [i]
-            else:
-                found.append(i)
-        for group in candidates.values():
+    def evaluate_batch(self, rule: Rule, entries: Sequence[Entry], scope: Scope,
+                       cache: dict[object, object] | None = None) -> Iterator[AggregateHit]:
+        for (timekeeper, work_date), group in timekeeper_days(entries, scope, cache).items():
             if len(group) < 2:
                 continue
-            by_text: dict[str, list[int]] = {}
+            # Cheap key first; narratives are normalised only where a collision is possible.
+            candidates: dict[tuple[object, ...], list[int]] = {}
             for i in group:
-                by_text.setdefault(" ".join(entries[i].narrative.casefold().split()), []).append(i)
-            for same in by_text.values():
-                if len(same) < 2:
+                e = entries[i]
+                candidates.setdefault((e.utbms_task_code, e.hours_billed), []).append(i)
+            for same_key in candidates.values():
+                if len(same_key) < 2:
                     continue
-                e = entries[same[0]]
-                evidence = [Evidence("timekeeper, date, task, hours, narrative", "eq",
-                                     f"{_timekeeper(e)}, {e.work_date}, {e.utbms_task_code}, {e.hours_billed}",
-                                     len(same))]
-                for i in same:
-                    yield AggregateHit(i, evidence, same, {"count": len(same)})
+                by_text: dict[str, list[int]] = {}
+                for i in same_key:
+                    by_text.setdefault(" ".join(entries[i].narrative.casefold().split()), []).append(i)
+                for same in by_text.values():
+                    if len(same) < 2:
+                        continue
+                    e = entries[same[0]]
+                    evidence = [Evidence("timekeeper, date, task, hours, narrative", "eq",
+                                         f"{timekeeper}, {work_date}, {e.utbms_task_code}, {e.hours_billed}",
+                                         len(same))]
+                    for i in same:
+                        yield AggregateHit(i, evidence, same, {"count": len(same)})

@@ -94,7 +94,9 @@ class RuleType:
     def compile(self, rule: Rule, ruleset: RuleSet) -> Node:
         raise TypeError(f"{self.name} is a batch rule and has no per-entry condition")
 
-    def evaluate_batch(self, rule: Rule, entries: Sequence[Entry], scope: Any) -> Iterator[AggregateHit]:
+    def evaluate_batch(self, rule: Rule, entries: Sequence[Entry], scope: Any,
+                       cache: dict[object, object] | None = None) -> Iterator[AggregateHit]:
+        """Hits over the whole batch; ``cache`` lets batch rules share indexes built over the same entries."""
         raise TypeError(f"{self.name} is a per-entry rule")
 
     def propose(self, rule: Rule, entry: Entry, evidence: list[Evidence]) -> Adjustment | None:

@@ -79,7 +79,9 @@ class Narrative(RuleType):
 
 
 # Semicolons, " / ", line breaks, and sentence ends (not after an initial or Mr/Ms/Dr/No: "J. Smith").
-DEFAULT_SEPARATORS = r";|\s+/\s+|\n|(?<!\b[A-Z])(?<!\bMrs)(?<!\bMr)(?<!\bMs)(?<!\bDr)(?<!\bNo)\.\s+(?=[A-Z])"
+# The full stop comes first so the look-behinds only run where there is one.
+DEFAULT_SEPARATORS = (r";|\s+/\s+|\n|"
+                      r"\.(?<!\b[A-Z]\.)(?<!\bMrs\.)(?<!\bMr\.)(?<!\bMs\.)(?<!\bDr\.)(?<!\bNo\.)\s+(?=[A-Z])")
 
 
 @register
