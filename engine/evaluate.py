@@ -122,28 +122,23 @@ def evaluate(
     for v, (i, _) in zip(violations, hits, strict=True):
         v.entry_index = indexes[i]
     uids: list[str] | None = None
-    # One list of contributing ids per group, shared by its members (the group list is kept alive
-    # beside it, so its id cannot be reused by another group).
-    shared: dict[int, tuple[list[int], list[str]]] = {}
-    batch_cache: dict[object, object] = {}
+    batch_cache: dict[object, object] = {}  # batch rules share indexes over the same entries
     for rule in compiled.aggregates:
         scope = scope_predicate(compiled, rule, ctx)
         if uids is None:
             uids = [e.entry_uid for e in applicable]
         for hit in rule.rule_type.evaluate_batch(rule, applicable, scope, batch_cache):
-            entry = applicable[hit.index]
-            known = shared.get(id(hit.contributing))
-            if known is None:
-                known = shared[id(hit.contributing)] = (hit.contributing, [uids[j] for j in hit.contributing])
-            contributing = known[1]
-            violations.append(Violation(
-                entry_uid=entry.entry_uid, rule_id=rule.id, rule_type=rule.type, title=rule.title,
-                severity=rule.severity, rule_status=rule.status, ruleset_id=ruleset.id,
-                ruleset_revision=ruleset.revision,
-                message=render_message(rule, entry, hit.evidence, hit.variables, ctx),
-                evidence=hit.evidence, references=rule.references,
-                contributing=contributing, entry_index=indexes[hit.index],
-            ))
+            contributing = [uids[j] for j in hit.indexes]  # one list, shared by the group's violations
+            for i in hit.indexes:
+                entry = applicable[i]
+                violations.append(Violation(
+                    entry_uid=uids[i], rule_id=rule.id, rule_type=rule.type, title=rule.title,
+                    severity=rule.severity, rule_status=rule.status, ruleset_id=ruleset.id,
+                    ruleset_revision=ruleset.revision,
+                    message=render_message(rule, entry, hit.evidence, hit.variables, ctx),
+                    evidence=hit.evidence, references=rule.references, contributing=contributing,
+                    entry_index=indexes[i],
+                ))
     violations.sort(key=lambda v: (v.entry_index, v.rule_id))
     return violations
 

@@ -144,10 +144,13 @@ def load_text(text: str, file: str = "<text>") -> RuleSet:
         doc = parse(text, file)
     except YamlError as exc:
         raise RuleSetError([exc.problem]) from None
-    problems = _schema_problems(doc)
-    if problems:
-        raise RuleSetError(problems)
-    ruleset, problems = _build(doc, text)
+    found = _schema_problems(doc)
+    # Rules whose shape is wrong are skipped in the semantic stage, so one run reports everything else too.
+    broken = {path[1] for path, _ in found if len(path) >= 2 and path[0] == "rules" and isinstance(path[1], int)}
+    if any(not (len(path) >= 2 and path[0] == "rules" and isinstance(path[1], int)) for path, _ in found):
+        raise RuleSetError([problem for _, problem in found])
+    ruleset, problems = _build(doc, text, skip=broken)
+    problems = sorted([problem for _, problem in found] + problems, key=lambda p: (p.line, p.column, p.message))
     if problems:
         raise RuleSetError(problems)
     return ruleset
@@ -155,11 +158,11 @@ def load_text(text: str, file: str = "<text>") -> RuleSet:
 
 # Stage 2: the JSON Schema --------------------------------------------------------------------------
 
-def _schema_problems(doc: Document) -> list[Problem]:
+def _schema_problems(doc: Document) -> list[tuple[Path, Problem]]:
     if not isinstance(doc.data, dict):
-        return [doc.problem((), "a rule set must be a mapping with id, version, rules, ...")]
+        return [((), doc.problem((), "a rule set must be a mapping with id, version, rules, ..."))]
     validator = jsonschema.Draft202012Validator(ruleset_schema())
-    found: dict[tuple[Path, str], Problem] = {}
+    found: dict[tuple[Path, str], tuple[Path, Problem]] = {}
     for error in validator.iter_errors(doc.data):
         for leaf_error in _leaf_errors(error):
             path = tuple(leaf_error.absolute_path)
@@ -174,8 +177,8 @@ def _schema_problems(doc: Document) -> list[Problem]:
                 path, at_key = (*path, *keys[:1]), True
                 message = (FORBIDDEN_CONDITION if keys[:1] == ["condition"]
                            else f"{keys[0] if keys else 'this'!r} is not allowed here")
-            found.setdefault((path, message), doc.problem(path, message, _where(doc, path), key=at_key))
-    return sorted(found.values(), key=lambda p: (p.line, p.column, p.message))
+            found.setdefault((path, message), (path, doc.problem(path, message, _where(doc, path), key=at_key)))
+    return sorted(found.values(), key=lambda item: (item[1].line, item[1].column, item[1].message))
 
 
 def _leaf_errors(error: jsonschema.ValidationError) -> list[jsonschema.ValidationError]:
@@ -194,17 +197,25 @@ _JSON_TYPES = {"object": dict, "array": list, "string": str}
 
 
 def _meant_branch(error: jsonschema.ValidationError) -> int | None:
-    """The alternative whose shape (type, required keys) matches what was written."""
+    """The alternative whose shape (type, required keys) matches what was written; failing that, the
+    one naming most of the keys written (``{feild: rate, op: gt}`` was meant as a comparison)."""
     instance = error.instance
+    best, best_overlap = None, 0
     for index, branch in enumerate(error.validator_value):
-        expected = _JSON_TYPES.get(branch.get("type")) if isinstance(branch, dict) else None
+        if not isinstance(branch, dict):
+            continue
+        expected = _JSON_TYPES.get(branch.get("type"))
         if expected is not None and not isinstance(instance, expected):
             continue
-        required = branch.get("required", []) if isinstance(branch, dict) else []
-        if isinstance(instance, dict) and required and not set(required) <= set(instance):
-            continue
-        return index
-    return None
+        if not isinstance(instance, dict):
+            return index
+        required = branch.get("required", [])
+        if not required or set(required) <= set(instance):
+            return index
+        overlap = len(set(branch.get("properties", {})) & set(instance))
+        if overlap > best_overlap:
+            best, best_overlap = index, overlap
+    return best
 
 
 FORBIDDEN_CONDITION = "a condition is only for rules of type condition; a named type takes params"
@@ -260,7 +271,7 @@ def _date(value: Any) -> dt.date | None:
     return dt.date.fromisoformat(value) if value else None
 
 
-def _build(doc: Document, text: str) -> tuple[RuleSet, list[Problem]]:
+def _build(doc: Document, text: str, skip: set[int] | frozenset[int] = frozenset()) -> tuple[RuleSet, list[Problem]]:
     data = doc.data
     problems: list[Problem] = []
 
@@ -289,6 +300,8 @@ def _build(doc: Document, text: str) -> tuple[RuleSet, list[Problem]]:
 
     seen_ids: dict[str, int] = {}
     for index, raw in enumerate(data.get("rules") or []):
+        if index in skip:
+            continue
         base: Path = ("rules", index)
         if raw["id"] in seen_ids:
             report((*base, "id"), f"duplicate rule id {raw['id']!r} (first used by rules/{seen_ids[raw['id']]})")
@@ -355,11 +368,12 @@ def _params_problems(rule: Rule, written: dict[str, Any]) -> list[RuleProblem]:
     validator = jsonschema.Draft202012Validator(rule.rule_type.params_schema)
     problems = []
     for error in validator.iter_errors(rule.params):
-        path = tuple(error.absolute_path)
-        # Point at the list reference the bad value came from.
-        while path and _get(written, path) is None:
-            path = path[:-1]
-        problems.append(RuleProblem(("params", *path), f"from the named list: {_friendly(error)}"))
+        for leaf_error in _leaf_errors(error):
+            path = tuple(leaf_error.absolute_path)
+            # Point at the list reference the bad value came from.
+            while path and _get(written, path) is None:
+                path = path[:-1]
+            problems.append(RuleProblem(("params", *path), f"from the named list: {_friendly(leaf_error)}"))
     return problems
 
 

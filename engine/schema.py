@@ -50,11 +50,14 @@ def ruleset_schema() -> dict[str, Any]:
 
     per_type = []
     for name, rule_type in sorted(REGISTRY.items()):
-        then: dict[str, Any] = {"properties": {"params": rule_type.params_schema}}
+        params = rule_type.params_schema
+        then: dict[str, Any] = {"properties": {"params": params}}
         if name == "condition":
             then["required"] = ["condition"]
         else:
             then["properties"]["condition"] = False
+            if params.get("required") or params.get("anyOf") or params.get("minProperties"):
+                then["required"] = ["params"]
         per_type.append({"if": {"properties": {"type": {"const": name}}, "required": ["type"]}, "then": then})
 
     rule = {

@@ -21,28 +21,53 @@ def _timekeeper(e: Entry) -> str | None:
     return e.timekeeper_source_id or e.timekeeper_ledes_id or e.timekeeper_name
 
 
+class Day:
+    """One timekeeper's billable time on one day: total hours and, per entry, what duplicates compare.
+
+    Everything is collected in one sequential pass over the batch: going back to the entries by index
+    later would jump around memory (entries of one day are scattered through a large batch).
+    """
+
+    __slots__ = ("members", "total")
+
+    def __init__(self, total: Decimal, members: list[tuple[int, str | None, Decimal, str]]) -> None:
+        self.total = total
+        self.members = members  # (index, task code, hours, narrative)
+
+    @property
+    def indexes(self) -> list[int]:
+        return [member[0] for member in self.members]
+
+
 def timekeeper_days(entries: Sequence[Entry], scope: Scope,
-                    cache: dict[object, object] | None) -> dict[tuple[str, object], list[int]]:
+                    cache: dict[object, object] | None) -> dict[tuple[str, object], Day]:
     """Billable time with hours, grouped by timekeeper and work date (shared by the batch rules)."""
     key = ("timekeeper_days", scope)
     if cache is not None and key in cache:
         return cache[key]  # type: ignore[return-value]
-    groups: dict[tuple[str, object], list[int]] = {}
+    members: dict[tuple[str, object], list[tuple[int, str | None, Decimal, str]]] = {}
+    totals: dict[tuple[str, object], Decimal] = {}
     for i, e in enumerate(entries):
-        if (e.entry_kind is _TIME and e.hours_billed is not None and e.billable and not e.no_charge
-                and (scope is None or scope(e))):
-            timekeeper = e.timekeeper_source_id or e.timekeeper_ledes_id or e.timekeeper_name
-            if timekeeper is None:
-                continue  # nobody to add up: the approved-timekeeper rule reports these
-            group_key = (timekeeper, e.work_date)
-            found = groups.get(group_key)
-            if found is None:
-                groups[group_key] = [i]
-            else:
-                found.append(i)
+        if e.entry_kind is not _TIME:
+            continue
+        hours = e.hours_billed
+        if hours is None or not e.billable or e.no_charge or (scope is not None and not scope(e)):
+            continue
+        timekeeper = e.timekeeper_source_id or e.timekeeper_ledes_id or e.timekeeper_name
+        if timekeeper is None:
+            continue  # nobody to add up: the approved-timekeeper rule reports these
+        day = (timekeeper, e.work_date)
+        member = (i, e.utbms_task_code, hours, e.narrative)
+        try:
+            members[day].append(member)
+            totals[day] += hours
+        except KeyError:
+            members[day] = [member]
+            totals[day] = hours
+    days = {day: Day(totals[day], found) for day, found in members.items()}
     if cache is not None:
-        cache[key] = groups
-    return groups
+        cache[key] = days
+    return days
 
 
 @register
@@ -62,13 +87,11 @@ class DailyHoursCap(RuleType):
     def evaluate_batch(self, rule: Rule, entries: Sequence[Entry], scope: Scope,
                        cache: dict[object, object] | None = None) -> Iterator[AggregateHit]:
         cap = Decimal(rule.params["max_hours"])
-        for group in timekeeper_days(entries, scope, cache).values():
-            total = sum([entries[i].hours_billed for i in group], Decimal(0))
-            if total > cap:
-                evidence = [Evidence("hours billed per timekeeper per day", "gt", cap, total)]
-                variables = {"total": total, "count": len(group), "max_hours": cap}
-                for i in group:
-                    yield AggregateHit(i, evidence, group, variables)
+        for day in timekeeper_days(entries, scope, cache).values():
+            if day.total > cap:
+                evidence = [Evidence("hours billed per timekeeper per day", "gt", cap, day.total)]
+                yield AggregateHit(day.indexes, evidence,
+                                   {"total": day.total, "count": len(day.members), "max_hours": cap})
 
 
 @register
@@ -83,26 +106,22 @@ class Duplicate(RuleType):
 
     def evaluate_batch(self, rule: Rule, entries: Sequence[Entry], scope: Scope,
                        cache: dict[object, object] | None = None) -> Iterator[AggregateHit]:
-        for (timekeeper, work_date), group in timekeeper_days(entries, scope, cache).items():
-            if len(group) < 2:
+        for (timekeeper, work_date), day in timekeeper_days(entries, scope, cache).items():
+            if len(day.members) < 2:
                 continue
             # Cheap key first; narratives are normalised only where a collision is possible.
-            candidates: dict[tuple[object, ...], list[int]] = {}
-            for i in group:
-                e = entries[i]
-                candidates.setdefault((e.utbms_task_code, e.hours_billed), []).append(i)
-            for same_key in candidates.values():
+            candidates: dict[tuple[object, ...], list[tuple[int, str]]] = {}
+            for i, task, hours, narrative in day.members:
+                candidates.setdefault((task, hours), []).append((i, narrative))
+            for (task, hours), same_key in candidates.items():
                 if len(same_key) < 2:
                     continue
                 by_text: dict[str, list[int]] = {}
-                for i in same_key:
-                    by_text.setdefault(" ".join(entries[i].narrative.casefold().split()), []).append(i)
+                for i, narrative in same_key:
+                    by_text.setdefault(" ".join(narrative.casefold().split()), []).append(i)
                 for same in by_text.values():
                     if len(same) < 2:
                         continue
-                    e = entries[same[0]]
                     evidence = [Evidence("timekeeper, date, task, hours, narrative", "eq",
-                                         f"{timekeeper}, {work_date}, {e.utbms_task_code}, {e.hours_billed}",
-                                         len(same))]
-                    for i in same:
-                        yield AggregateHit(i, evidence, same, {"count": len(same)})
+                                         f"{timekeeper}, {work_date}, {task}, {hours}", len(same))]
+                    yield AggregateHit(same, evidence, {"count": len(same)})

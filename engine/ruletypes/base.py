@@ -47,11 +47,11 @@ class Adjustment:
 
 @dataclass(slots=True)
 class AggregateHit:
-    """One entry flagged by a batch rule, with the group that made it fire."""
+    """A group of entries flagged together by a batch rule: each of ``indexes`` gets a violation
+    carrying the same evidence and the whole group as contributing entries."""
 
-    index: int
+    indexes: list[int]
     evidence: list[Evidence]
-    contributing: list[int]
     variables: dict[str, Any] = field(default_factory=dict)
 
 

@@ -87,10 +87,13 @@ class ExpenseCap(RuleType):
         return all_of(*guards, any_of(*cases))
 
     def message_values(self, rule: Rule, entry: Entry, evidence: list[Evidence]) -> dict[str, Any]:
+        decisive = evidence[-1] if evidence else None
         for cap in rule.params["caps"]:
-            if entry.utbms_expense_code in [c.upper() for c in cap["expense_codes"]]:
-                return {"label": cap.get("label") or entry.utbms_expense_code}
-        return {"label": entry.utbms_expense_code}
+            per = "unit" if decisive is not None and decisive.field == "rate" else "entry"
+            if (entry.utbms_expense_code in [c.upper() for c in cap["expense_codes"]] and cap["per"] == per
+                    and decisive is not None and decisive.expected == cap["max"]):
+                return {"label": cap.get("label") or f"per {per}"}
+        return {"label": entry.utbms_expense_code or "-"}
 
     def propose(self, rule: Rule, entry: Entry, evidence: list[Evidence]) -> Adjustment | None:
         if rule.action != "adjust":

@@ -11,13 +11,13 @@ from engine.conditions import Evidence, Node, Not, all_of, any_of
 from engine.model import Entry, FeeBasis
 from engine.ruletypes.base import (
     ACTION,
+    LIST_REF,
     POSITIVE,
     Adjustment,
     RuleProblem,
     RuleType,
     is_time,
     leaf,
-    list_of,
     one_of,
     register,
 )
@@ -50,7 +50,8 @@ class RateCap(RuleType):
                     "additionalProperties": False,
                 },
             },
-            "exempt_fee_bases": {**list_of({"enum": [b.value for b in FeeBasis]}),
+            "exempt_fee_bases": {"oneOf": [{"type": "array", "items": {"enum": [b.value for b in FeeBasis]}},
+                                           LIST_REF],
                                  "default": ["flat", "fixed_template", "contingency"]},
             "action": ACTION,
         },
