@@ -18,7 +18,8 @@ from importlib import resources
 from pathlib import Path
 from typing import TextIO
 
-from engine.backends import BackendUnavailable, resolve_backend
+from engine.backends import DURABLE_AVAILABLE, BackendUnavailable, resolve_backend
+from engine.compiler import compile_ruleset
 from engine.entry_io import EntryFileError, read_entries, write_jsonl
 from engine.evaluate import Violation, evaluate
 from engine.features import EvaluationContext
@@ -122,14 +123,20 @@ def cmd_rules_check(args: argparse.Namespace) -> int:
             status = EXIT_BAD_INPUT
             continue
         counts = Counter(rule.status for rule in ruleset.rules)
-        shown = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
-        print(f"{file}: ok: {ruleset.id} version {ruleset.version}, {len(ruleset.rules)} rules ({shown}), "
+        shown = f" ({', '.join(f'{n} {s}' for s, n in sorted(counts.items()))})" if counts else ""
+        print(f"{file}: ok: {ruleset.id} version {ruleset.version}, {len(ruleset.rules)} rules{shown}, "
               f"revision {ruleset.revision}")
+        problem = compile_ruleset(ruleset, ("active", "shadow", "draft")).durable_problem
+        if problem and DURABLE_AVAILABLE:
+            print(f"{file}: note: {problem}; it will be evaluated with the Python backend")
     return status
 
 
 def cmd_rules_test(args: argparse.Namespace) -> int:
-    files = discover(args.paths)
+    try:
+        files = discover(args.paths)
+    except FileNotFoundError as exc:
+        raise UsageError(str(exc)) from None
     if not files:
         raise UsageError(f"no rule files under {', '.join(map(str, args.paths))}")
     backends = None if args.backend == "all" else (resolve_backend(args.backend),)

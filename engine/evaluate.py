@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -108,6 +109,7 @@ def evaluate(
     statuses: tuple[str, ...] = ("active", "shadow"),
 ) -> list[Violation]:
     """Every violation of ``ruleset`` in ``entries`` (those it applies to), entry by entry in order."""
+    started = time.perf_counter()
     ctx = context or EvaluationContext(as_of=dt.date.today())
     compiled = compile_ruleset(ruleset, statuses)
     indexes = [i for i, e in enumerate(entries) if ruleset.applies_to(e)]
@@ -140,6 +142,9 @@ def evaluate(
                     entry_index=indexes[i],
                 ))
     violations.sort(key=lambda v: (v.entry_index, v.rule_id))
+    log.info("%s@%s: %d of %d entries governed, %d violations (%s backend, %.0f ms)", ruleset.id,
+             ruleset.revision, len(applicable), len(entries), len(violations), name,
+             (time.perf_counter() - started) * 1000)
     return violations
 
 

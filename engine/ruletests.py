@@ -60,6 +60,8 @@ def discover(paths: list[Path]) -> list[Path]:
     """Rule files under the given files or folders (test files are found beside them)."""
     found: list[Path] = []
     for path in paths:
+        if not path.exists():
+            raise FileNotFoundError(f"no such file or folder: {path}")
         if path.is_dir():
             found.extend(p for p in sorted(path.rglob("*.y*ml")) if not p.name.endswith((".tests.yaml", ".tests.yml")))
         else:
@@ -88,10 +90,13 @@ def run_file(ruleset_file: Path, backends: tuple[str, ...] | None = None) -> Rul
         report.failures.append(f"{tests_file}:1:1: a tests file is a mapping with a 'cases' list")
         return report
     backends = backends or (("python", "durable") if DURABLE_AVAILABLE else ("python",))
-    if "durable" in backends and compile_ruleset(ruleset, ALL_STATUSES).durable_problem:
-        report.notes.append(f"{ruleset_file}: durable-rules skipped: "
-                            f"{compile_ruleset(ruleset, ALL_STATUSES).durable_problem}")
-        backends = tuple(b for b in backends if b != "durable") or ("python",)
+    durable_problem = compile_ruleset(ruleset, ALL_STATUSES).durable_problem
+    if "durable" in backends and durable_problem:
+        if backends == ("durable",):  # asked for durable-rules alone: that it cannot run is the result
+            report.failures.append(f"{ruleset_file}: durable-rules cannot run this rule set: {durable_problem}")
+            return report
+        report.notes.append(f"{ruleset_file}: durable-rules skipped: {durable_problem}")
+        backends = tuple(b for b in backends if b != "durable")
     try:
         context = _context(doc.data.get("context") or {}, tests_file)
     except ValueError as exc:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
@@ -78,10 +79,14 @@ class Narrative(RuleType):
         return all_of(kind, any_of(*parts))
 
 
-# Semicolons, " / ", line breaks, and sentence ends (not after an initial or Mr/Ms/Dr/No: "J. Smith").
-# The full stop comes first so the look-behinds only run where there is one.
-DEFAULT_SEPARATORS = (r";|\s+/\s+|\n|"
-                      r"\.(?<!\b[A-Z]\.)(?<!\bMrs\.)(?<!\bMr\.)(?<!\bMs\.)(?<!\bDr\.)(?<!\bNo\.)\s+(?=[A-Z])")
+# Full stops after these do not end a task: initials ("J. Smith") and common abbreviations.
+ABBREVIATIONS = ("Mr", "Mrs", "Ms", "Dr", "Prof", "No", "St", "Jr", "Sr", "Inc", "Co", "Corp", "Ltd", "v", "vs",
+                 "e.g", "i.e", "cf")
+# Semicolons, " / ", line breaks, and sentence ends. The full stop comes first so that the look-behinds
+# only run where there is one.
+DEFAULT_SEPARATORS = (r";|\s+/\s+|\n|\.(?<!\b[A-Z]\.)"
+                      + "".join(rf"(?<!\b{re.escape(a)}\.)" for a in ABBREVIATIONS)
+                      + r"\s+(?=[A-Z])")
 
 
 @register
