@@ -283,23 +283,16 @@ class _Generator:
             return "(" + " or ".join(self.expr(c) for c in node.children) + ")"
         v = self.ref(node.feature.key)
         op = node.op
-        if self.features[node.feature.key].kind != "field" and op not in ("present", "missing", "in", "eq"):
-            # The value is read twice below: compute it once, then compare the local variable.
-            plain = self.var[node.feature.key]
-            return f"({v} is not None and {self._compare(plain, node)})"
         if op == "present":
             return f"({v} is not None)"
         if op == "missing":
             return f"({v} is None)"
         if op == "in":
             return f"({v} in {self.const(frozenset(node.value))})"
-        if op == "not_in":
-            return f"({v} is not None and {v} not in {self.const(frozenset(node.value))})"
-        c = self.const(node.value)
         if op == "eq":
-            return f"({v} == {c})"
-        symbol = {"ne": "!=", "lt": "<", "le": "<=", "gt": ">", "ge": ">="}[op]
-        return f"({v} is not None and {v} {symbol} {c})"
+            return f"({v} == {self.const(node.value)})"
+        # The value is read twice: the first read (which computes a lazy feature) binds the local.
+        return f"({v} is not None and {self._compare(self.var[node.feature.key], node)})"
 
     def _compare(self, v: str, node: Leaf) -> str:
         if node.op == "not_in":
