@@ -29,7 +29,7 @@ def _litigation_tasks() -> frozenset[str]:
                          and row["kind"] == "task")
 
 
-WRITTEN_FOR = "1a85ed43d43789b1"  # RuleSet.revision of rules/acme-corp.yaml this function implements
+WRITTEN_FOR = "09ae91290a7d67e6"  # RuleSet.revision of rules/acme-corp.yaml this function implements
 CURRENCY = "USD"  # rate and expense caps apply to entries in USD or without a currency
 
 # ACME-RATE-001: a matter override by classification first, then the timekeeper's cap, then the class cap.
