@@ -16,7 +16,7 @@ from collections import Counter
 from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 from engine.backends import DURABLE_AVAILABLE, BackendUnavailable, resolve_backend
 from engine.compiler import compile_ruleset
@@ -27,6 +27,7 @@ from engine.model import Entry
 from engine.ruleset import RuleSet, RuleSetError, load_file
 from engine.ruletests import discover, run_file
 from engine.schema import ruleset_schema
+from engine.store.models import EntryState
 
 EXIT_OK, EXIT_FOUND, EXIT_BAD_INPUT = 0, 1, 2
 
@@ -64,6 +65,29 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="check the bundled sample month against the bundled Acme rule set")
     demo.add_argument("--backend", choices=["auto", "python", "durable"], default="auto")
 
+    db = sub.add_parser("db", help="the database (OCGATE_DATABASE_URL, default sqlite:///ocgate.db)")
+    db_sub = db.add_subparsers(dest="db_command", required=True)
+    db_sub.add_parser("upgrade", help="create or migrate the schema to the newest version")
+    db_sub.add_parser("current", help="print the schema revision")
+
+    rulesets = sub.add_parser("rulesets", help="rule set versions in the database")
+    rulesets_sub = rulesets.add_subparsers(dest="rulesets_command", required=True)
+    add = rulesets_sub.add_parser("add", help="store a rule file as a new version")
+    add.add_argument("file", type=Path)
+    add.add_argument("--status", choices=["draft", "active", "shadow"], default="draft")
+    rulesets_sub.add_parser("list", help="list the stored versions")
+
+    ingest = sub.add_parser("ingest", help="upsert entries into the database and queue what the rules flag")
+    ingest.add_argument("entries", type=Path)
+    ingest.add_argument("--as-of", type=_date, help="date the entries are checked (default: today)")
+    ingest.add_argument("--period-start", type=_date)
+    ingest.add_argument("--period-end", type=_date)
+    ingest.add_argument("--actor", default="cli:ingest")
+
+    queue = sub.add_parser("queue", help="what waits for review, by state and rule")
+    queue.add_argument("--state", choices=[s.value for s in EntryState], default=None)
+    queue.add_argument("--limit", type=int, default=20)
+
     sample = sub.add_parser("sample", help="write generated sample entries as JSON lines")
     sample.add_argument("--count", type=int, default=300)
     sample.add_argument("--seed", type=int, default=7)
@@ -97,6 +121,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_demo(args)
         if args.command == "sample":
             return cmd_sample(args)
+        if args.command == "db":
+            return cmd_db(args)
+        if args.command == "rulesets":
+            return cmd_rulesets(args)
+        if args.command == "ingest":
+            return cmd_ingest(args)
+        if args.command == "queue":
+            return cmd_queue(args)
     except (UsageError, BackendUnavailable) as exc:
         print(f"ocgate: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
@@ -292,6 +324,116 @@ def cmd_sample(args: argparse.Namespace) -> int:
             write_jsonl(generate(args.count, seed=args.seed), out)
     else:
         write_jsonl(generate(args.count, seed=args.seed), sys.stdout)
+    return EXIT_OK
+
+
+# database ------------------------------------------------------------------------------------------
+
+def _sessions() -> Any:
+    """Sessions on the configured database."""
+    from engine.store.db import make_engine, session_factory
+
+    return session_factory(make_engine())
+
+
+def cmd_db(args: argparse.Namespace) -> int:
+    from engine.store.db import current_revision, database_url, upgrade
+
+    if args.db_command == "upgrade":
+        upgrade()
+        print(f"{_shown_url(database_url())}: schema at revision {current_revision()}")
+    else:
+        print(current_revision() or "empty (run: ocgate db upgrade)")
+    return EXIT_OK
+
+
+def _shown_url(url: str) -> str:
+    """The URL without its password."""
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)
+
+
+def cmd_rulesets(args: argparse.Namespace) -> int:
+    from sqlalchemy import select
+
+    from engine.pipeline import add_ruleset_version
+    from engine.store.db import transaction
+    from engine.store.models import RuleSetStatus, RuleSetVersion
+
+    sessions = _sessions()
+    if args.rulesets_command == "add":
+        try:
+            text = args.file.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise UsageError(f"cannot read {args.file}: {exc}") from None
+        try:
+            with transaction(sessions) as session:
+                version = add_ruleset_version(session, text, source=str(args.file), created_by="cli",
+                                              status=RuleSetStatus(args.status))
+        except RuleSetError as exc:
+            for problem in exc.problems:
+                print(problem)
+            return EXIT_BAD_INPUT
+        print(f"{version.ruleset_id} version {version.version_label} revision {version.revision}: {version.status}")
+        return EXIT_OK
+    with sessions() as session:
+        for v in session.scalars(select(RuleSetVersion).order_by(RuleSetVersion.ruleset_id, RuleSetVersion.id)):
+            print(f"{v.id:>4}  {v.ruleset_id:<24} {v.version_label:<10} {v.revision}  {v.status:<8} "
+                  f"{v.created_at:%Y-%m-%d %H:%M}")
+    return EXIT_OK
+
+
+def cmd_ingest(args: argparse.Namespace) -> int:
+    from engine.pipeline import ingest
+    from engine.store.db import transaction
+
+    try:
+        entries = read_entries(args.entries)
+    except EntryFileError as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        return EXIT_BAD_INPUT
+    context = EvaluationContext(as_of=args.as_of or dt.date.today(), period_start=args.period_start,
+                                period_end=args.period_end)
+    with transaction(_sessions()) as session:
+        result = ingest(session, entries, actor=args.actor, source=str(args.entries), context=context)
+    print(f"batch {result.batch_id}: {result.received} received, {result.created} new, {result.updated} changed, "
+          f"{result.unchanged} unchanged, {result.withdrawn} withdrawn, {result.conflicts} conflicts; "
+          f"{result.ready} ready to bill, {result.in_review} to review, {result.held} held")
+    for held in result.held_rulesets:
+        print(f"held: {held['ruleset_id']} revision {held['revision']} flagged {held['flagged']} of "
+              f"{held['checked']} entries; its findings wait for a rule author")
+    return EXIT_OK
+
+
+def cmd_queue(args: argparse.Namespace) -> int:
+    from sqlalchemy import func, select
+
+    from engine.store.models import EntryRow, ViolationRow
+
+    with _sessions()() as session:
+        by_state = dict(session.execute(select(EntryRow.state, func.count()).group_by(EntryRow.state)).all())
+        print("  ".join(f"{state}: {by_state.get(state, 0)}" for state in EntryState))
+        waiting = (EntryState.IN_REVIEW, EntryState.HELD, EntryState.CONFLICT)
+        states = (EntryState(args.state),) if args.state else waiting
+        by_rule = session.execute(
+            select(ViolationRow.rule_id, ViolationRow.severity, func.count())
+            .join(EntryRow, EntryRow.id == ViolationRow.entry_id)
+            .where(ViolationRow.current.is_(True), ViolationRow.rule_status == "active", EntryRow.state.in_(states))
+            .group_by(ViolationRow.rule_id, ViolationRow.severity).order_by(func.count().desc())).all()
+        if by_rule:
+            print("\nRULE               SEVERITY  ENTRIES")
+            for rule_id, severity, n in by_rule:
+                print(f"{rule_id:<18} {severity:<9} {n:>7}")
+        rows = session.execute(
+            select(EntryRow.id, EntryRow.source_id, EntryRow.state, EntryRow.worst_severity, EntryRow.work_date,
+                   EntryRow.timekeeper_name).where(EntryRow.state.in_(states))
+            .order_by(EntryRow.work_date, EntryRow.id).limit(args.limit)).all()
+        if rows:
+            print(f"\n{'ID':>6}  {'SOURCE ID':<12} {'STATE':<10} {'WORST':<8} {'DATE':<10}  TIMEKEEPER")
+            for row_id, source_id, state, worst, work_date, name in rows:
+                print(f"{row_id:>6}  {source_id:<12} {state:<10} {worst or '-':<8} {work_date}  {name or '-'}")
     return EXIT_OK
 
 
