@@ -181,14 +181,30 @@ def ingest(
         actions.append(ReviewAction(entry_id=row.id, action=action, actor=actor, at=now, before=before, after=after))
 
     # Earlier decisions about entries that changed (or were withdrawn) are no longer current.
-    touched = [row.id for row, _, _, _ in pending_actions if row.id is not None]
-    for start in range(0, len(touched), CHUNK):
-        chunk = touched[start:start + CHUNK]
+    supersede(session, [row.id for row, _, _, _ in pending_actions])
+    _decide(session, changed, batch, ctx, backend, breaker, result, now)
+    session.add_all(actions)
+    for key in ("created", "updated", "unchanged", "withdrawn", "conflicts"):
+        setattr(batch, key, getattr(result, key))
+    batch.held_rulesets = result.held_rulesets
+    session.flush()
+    return result
+
+
+def supersede(session: Session, entry_ids: Sequence[int]) -> None:
+    """Mark the entries' evaluations and violations as no longer current (a newer decision follows)."""
+    for start in range(0, len(entry_ids), CHUNK):
+        chunk = entry_ids[start:start + CHUNK]
         session.execute(update(Evaluation).where(Evaluation.entry_id.in_(chunk), Evaluation.current.is_(True))
                         .values(current=False))
         session.execute(update(ViolationRow).where(ViolationRow.entry_id.in_(chunk), ViolationRow.current.is_(True))
                         .values(current=False))
 
+
+def _decide(session: Session, changed: Sequence[tuple[EntryRow, Entry]], batch: IngestBatch | None,
+            ctx: EvaluationContext, backend: str | None, breaker: CircuitBreaker, result: IngestResult,
+            now: dt.datetime) -> None:
+    """Evaluate, record, and move each entry to ready, in review or held."""
     flags = _evaluate_changed(session, changed, batch, ctx, backend, breaker, result, now)
     for row, _entry in changed:
         flagged, held, worst = flags.get(row.id, (False, False, None))
@@ -200,16 +216,23 @@ def ingest(
             result.held += 1
         else:
             result.in_review += 1
-    result.evaluated = len(changed)
-    session.add_all(actions)
-    for key in ("created", "updated", "unchanged", "withdrawn", "conflicts"):
-        setattr(batch, key, getattr(result, key))
-    batch.held_rulesets = result.held_rulesets
+    result.evaluated += len(changed)
+
+
+def reevaluate(session: Session, rows: Sequence[EntryRow], *, context: EvaluationContext | None = None,
+               backend: str | None = "auto") -> IngestResult:
+    """Judge stored entries again (after a reviewer's edit, or a new rule set version); no circuit breaker."""
+    now = dt.datetime.now(dt.UTC)
+    ctx = context or EvaluationContext(as_of=now.date())
+    result = IngestResult(batch_id=0, received=len(rows))
+    supersede(session, [row.id for row in rows])
+    pairs = [(row, Entry.model_validate(row.record)) for row in rows]
+    _decide(session, pairs, None, ctx, backend, CircuitBreaker(share=1.0, minimum=1 << 62), result, now)
     session.flush()
     return result
 
 
-def _evaluate_changed(session: Session, changed: Sequence[tuple[EntryRow, Entry]], batch: IngestBatch,
+def _evaluate_changed(session: Session, changed: Sequence[tuple[EntryRow, Entry]], batch: IngestBatch | None,
                       ctx: EvaluationContext, backend: str | None, breaker: CircuitBreaker,
                       result: IngestResult, now: dt.datetime) -> dict[int, tuple[bool, bool, str | None]]:
     """Evaluate changed entries with every applicable version; per entry: (flagged, held, worst severity)."""
@@ -236,7 +259,8 @@ def _evaluate_changed(session: Session, changed: Sequence[tuple[EntryRow, Entry]
         for i, (row, _entry) in enumerate(subset):
             is_flagged = i in flagged_indexes
             evaluations.append(Evaluation(entry_id=row.id, entry_version=row.version, source_version=row.source_version,
-                                          ruleset_version_id=version.id, batch_id=batch.id, evaluated_at=now,
+                                          ruleset_version_id=version.id, evaluated_at=now,
+                                          batch_id=batch.id if batch is not None else None,
                                           flagged=is_flagged, held=held and is_flagged, current=True))
         session.add_all(evaluations)
         session.flush()
