@@ -64,6 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser("demo", help="check the bundled sample month against the bundled Acme rule set")
     demo.add_argument("--backend", choices=["auto", "python", "durable"], default="auto")
+    demo.add_argument("--database", type=Path, default=Path("ocgate-demo.db"),
+                      help="SQLite file for the review-queue part (recreated; default ocgate-demo.db)")
 
     db = sub.add_parser("db", help="the database (OCGATE_DATABASE_URL, default sqlite:///ocgate.db)")
     db_sub = db.add_subparsers(dest="db_command", required=True)
@@ -83,6 +85,19 @@ def build_parser() -> argparse.ArgumentParser:
     ingest.add_argument("--period-start", type=_date)
     ingest.add_argument("--period-end", type=_date)
     ingest.add_argument("--actor", default="cli:ingest")
+
+    keys = sub.add_parser("keys", help="API keys")
+    keys_sub = keys.add_subparsers(dest="keys_command", required=True)
+    create = keys_sub.add_parser("create", help="create a key (printed once; only a hash is stored)")
+    create.add_argument("--role", required=True, choices=["admin", "rule_author", "reviewer", "connector", "viewer"])
+    create.add_argument("--name", required=True, help="who or what uses it (shown in the audit trail)")
+    keys_sub.add_parser("list", help="list keys (never their secrets)")
+    revoke = keys_sub.add_parser("revoke", help="revoke a key by its prefix")
+    revoke.add_argument("prefix")
+
+    serve = sub.add_parser("serve", help="run the review queue API")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
 
     queue = sub.add_parser("queue", help="what waits for review, by state and rule")
     queue.add_argument("--state", choices=[s.value for s in EntryState], default=None)
@@ -129,6 +144,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_ingest(args)
         if args.command == "queue":
             return cmd_queue(args)
+        if args.command == "keys":
+            return cmd_keys(args)
+        if args.command == "serve":
+            return cmd_serve(args)
     except (UsageError, BackendUnavailable) as exc:
         print(f"ocgate: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
@@ -311,6 +330,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
             seen.add(v.rule_id)
             sample.append(v)
     print_table(entries, sample, sys.stdout, footer=False)
+
+    from api.demo import run_queue_demo
+
+    run_queue_demo(bundled_ruleset_path(), bundled_sample_path(), context, args.database)
     return EXIT_OK
 
 
@@ -404,6 +427,45 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     for held in result.held_rulesets:
         print(f"held: {held['ruleset_id']} revision {held['revision']} flagged {held['flagged']} of "
               f"{held['checked']} entries; its findings wait for a rule author")
+    return EXIT_OK
+
+
+def cmd_keys(args: argparse.Namespace) -> int:
+    from sqlalchemy import select
+
+    from api.auth import Role, create_key
+    from engine.store.db import transaction
+    from engine.store.models import ApiKey
+
+    sessions = _sessions()
+    if args.keys_command == "create":
+        with transaction(sessions) as session:
+            key, text = create_key(session, name=args.name, role=Role(args.role))
+        print(text)
+        print(f"ocgate: key {key.prefix} for {key.name} ({key.role}) created; it is shown only this once",
+              file=sys.stderr)
+        return EXIT_OK
+    if args.keys_command == "revoke":
+        with transaction(sessions) as session:
+            key = session.scalar(select(ApiKey).where(ApiKey.prefix == args.prefix))
+            if key is None:
+                raise UsageError(f"no key with prefix {args.prefix}")
+            key.revoked_at = key.revoked_at or dt.datetime.now(dt.UTC)
+        print(f"key {args.prefix} revoked")
+        return EXIT_OK
+    with sessions() as session:
+        for key in session.scalars(select(ApiKey).order_by(ApiKey.id)):
+            state = f"revoked {key.revoked_at:%Y-%m-%d}" if key.revoked_at else "active"
+            print(f"{key.prefix}  {key.role:<11} {key.name:<24} {key.created_at:%Y-%m-%d}  {state}")
+    return EXIT_OK
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from api.app import create_app
+
+    uvicorn.run(create_app(), host=args.host, port=args.port)
     return EXIT_OK
 
 
