@@ -21,7 +21,8 @@ from engine.store.models import RuleSetStatus
 
 
 def run_queue_demo(ruleset_file: Path, sample_file: Path, context: EvaluationContext, database: Path,
-                   out: TextIO = sys.stdout) -> None:
+                   out: TextIO | None = None) -> None:
+    out = out or sys.stdout
     for suffix in ("", "-wal", "-shm"):
         Path(f"{database}{suffix}").unlink(missing_ok=True)
     url = f"sqlite:///{database}"

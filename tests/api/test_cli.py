@@ -314,9 +314,13 @@ def test_validate_broken_rule_file_exit_2(capsys: pytest.CaptureFixture[str], tm
 
 # demo and sample -----------------------------------------------------------------------------------
 
-def test_demo(capsys: pytest.CaptureFixture[str]) -> None:
-    code, out, _ = cli(capsys, "demo", "--backend", "python")
+def test_demo(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    code, out, _ = cli(capsys, "demo", "--backend", "python", "--database", str(tmp_path / "demo.db"))
     assert code == 0
+    assert re.search(r"ingested 300 entries: \d+ ready to bill, \d+ waiting for review", out)
+    assert "Ingesting the same file again: 300 unchanged, 0 new, 0 changed" in out
+    assert "POST .../approve without a reason -> 422 reason_required" in out
+    assert re.search(r"approve\s+by key:demo reviewer in_review -> ready reason: Client approved", out)
     assert out.startswith("ocgate demo: 300 sample entries")
     assert re.search(r"^300 entries checked: \d+ clean, \d+ flagged \(\d+ with errors\), \d+ violations", out, re.M)
     assert "One finding of each rule:" in out
@@ -324,15 +328,19 @@ def test_demo(capsys: pytest.CaptureFixture[str]) -> None:
         assert rule.id in out
 
 
-def test_demo_backends_agree(capsys: pytest.CaptureFixture[str]) -> None:
+def test_demo_backends_agree(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     from engine.backends import DURABLE_AVAILABLE
 
     if not DURABLE_AVAILABLE:
         pytest.skip("durable-rules is not importable on this interpreter")
-    _, python_out, _ = cli(capsys, "demo", "--backend", "python")
-    code, durable_out, _ = cli(capsys, "demo", "--backend", "durable")
+    _, python_out, _ = cli(capsys, "demo", "--backend", "python", "--database", str(tmp_path / "a.db"))
+    code, durable_out, _ = cli(capsys, "demo", "--backend", "durable", "--database", str(tmp_path / "b.db"))
     assert code == 0
-    assert durable_out.replace("durable backend", "python backend") == python_out
+    # The rules part is identical; the queue part differs only in file names and timestamps.
+    rules_part = lambda text: text.split("\nReview queue in ")[0]  # noqa: E731
+    assert rules_part(durable_out).replace("durable backend", "python backend") == rules_part(python_out)
+    assert "POST .../approve with a reason -> 200" in durable_out
+    assert "POST .../reject with the old ETag -> 412 version_mismatch" in durable_out
 
 
 def test_sample_writes_jsonl(capsys: pytest.CaptureFixture[str], sample_file: Path) -> None:
