@@ -16,8 +16,8 @@ from typing import Annotated, Any, Literal
 from fastapi import Body, Depends, FastAPI, Header, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, Field
-from sqlalchemy import and_, exists, or_, select
+from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy import and_, exists, or_, select, text
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -28,7 +28,16 @@ from engine.model import Entry
 from engine.pipeline import add_ruleset_version, ingest, load_version, set_status
 from engine.ruleset import RuleSetError
 from engine.store.db import make_engine, session_factory
-from engine.store.models import ApiKey, EntryRow, EntryState, RuleSetStatus, RuleSetVersion, ViolationRow
+from engine.store.models import (
+    REVIEW_STATES,
+    WAITING_SQL,
+    ApiKey,
+    EntryRow,
+    EntryState,
+    RuleSetStatus,
+    RuleSetVersion,
+    ViolationRow,
+)
 
 # Errors ---------------------------------------------------------------------------------------------
 
@@ -79,6 +88,8 @@ class ViolationOut(BaseModel):
 
 
 class ReviewItem(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
     id: int
     entry_uid: str
     source_system: str
@@ -249,6 +260,10 @@ def _etag(version: int) -> str:
 
 # Cursor pagination ----------------------------------------------------------------------------------
 
+LIST_COLUMNS = (EntryRow.id, EntryRow.entry_uid, EntryRow.source_system, EntryRow.source_id, EntryRow.state,
+                EntryRow.worst_severity, EntryRow.version, EntryRow.work_date, EntryRow.updated_at,
+                EntryRow.ledes_client_id, EntryRow.law_firm_matter_id, EntryRow.timekeeper_key,
+                EntryRow.timekeeper_name, EntryRow.hours_billed, EntryRow.rate, EntryRow.amount)
 SORTS = {"work_date": (EntryRow.work_date, False), "-work_date": (EntryRow.work_date, True),
          "updated_at": (EntryRow.updated_at, False), "-updated_at": (EntryRow.updated_at, True)}
 
@@ -310,8 +325,12 @@ def register_routes(app: FastAPI) -> None:
         sort: Literal["work_date", "-work_date", "updated_at", "-updated_at"] = "work_date",
         cursor: str | None = None, limit: Annotated[int, Query(ge=1, le=500)] = 50,
     ) -> ReviewPage:
-        states = state or [EntryState.IN_REVIEW, EntryState.HELD, EntryState.CONFLICT]
-        query = select(EntryRow).where(EntryRow.state.in_(states))
+        states = state or list(REVIEW_STATES)
+        # Only the listed columns: the full record (JSON) is for the entry's own page. The waiting states
+        # are written literally so that the planner can use the partial indexes (a bound parameter
+        # cannot prove the index's predicate).
+        waiting = set(states) == set(REVIEW_STATES)
+        query = select(*LIST_COLUMNS).where(text(WAITING_SQL) if waiting else EntryRow.state.in_(states))
         if client:
             query = query.where(or_(EntryRow.ledes_client_id == client, EntryRow.client_source_id == client))
         if matter:
@@ -340,7 +359,7 @@ def register_routes(app: FastAPI) -> None:
             else:
                 query = query.where(or_(column > value, and_(column == value, EntryRow.id > last_id)))
         order = (column.desc(), EntryRow.id.desc()) if descending else (column.asc(), EntryRow.id.asc())
-        rows = list(session.scalars(query.order_by(*order).limit(limit + 1)))
+        rows = list(session.execute(query.order_by(*order).limit(limit + 1)))
         more = len(rows) > limit
         rows = rows[:limit]
         rules: dict[int, list[str]] = {}
@@ -350,12 +369,8 @@ def register_routes(app: FastAPI) -> None:
                         ViolationRow.entry_id.in_([r.id for r in rows]), ViolationRow.current.is_(True),
                         ViolationRow.rule_status == "active").order_by(ViolationRow.id)):
                 rules.setdefault(entry_id, []).append(rid)
-        items = [ReviewItem(
-            id=r.id, entry_uid=r.entry_uid, source_system=r.source_system, source_id=r.source_id, state=r.state,
-            worst_severity=r.worst_severity, version=r.version, work_date=r.work_date,
-            ledes_client_id=r.ledes_client_id, law_firm_matter_id=r.law_firm_matter_id, timekeeper=r.timekeeper_key,
-            timekeeper_name=r.timekeeper_name, hours_billed=r.hours_billed, rate=r.rate, amount=r.amount,
-            rule_ids=sorted(set(rules.get(r.id, [])))) for r in rows]
+        items = [ReviewItem(**{**r._mapping, "timekeeper": r.timekeeper_key}, rule_ids=sorted(set(rules.get(r.id, []))))
+                 for r in rows]
         last = rows[-1] if rows else None
         next_cursor = _encode_cursor(sort, getattr(last, column.key), last.id) if more and last else None
         return ReviewPage(items=items, next_cursor=next_cursor)

@@ -23,6 +23,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
@@ -89,6 +90,7 @@ class EntryState(StrEnum):
 
 
 REVIEW_STATES = (EntryState.IN_REVIEW, EntryState.HELD, EntryState.CONFLICT)
+WAITING_SQL = "state IN ('in_review', 'held', 'conflict')"
 
 
 class RuleSetStatus(StrEnum):
@@ -168,6 +170,16 @@ class EntryRow(Base):
     __tablename__ = "entries"
     __table_args__ = (
         Index("ix_entries_state_date", "state", "work_date", "id"),
+        # The review queue lists entries waiting for review in date order: a partial index keeps that an
+        # index scan however many entries are ready or billed.
+        Index("ix_entries_waiting_date", "work_date", "id", postgresql_where=text(WAITING_SQL),
+              sqlite_where=text(WAITING_SQL)),
+        Index("ix_entries_waiting_updated", "updated_at", "id", postgresql_where=text(WAITING_SQL),
+              sqlite_where=text(WAITING_SQL)),
+        Index("ix_entries_waiting_client", "ledes_client_id", "work_date", "id", postgresql_where=text(WAITING_SQL),
+              sqlite_where=text(WAITING_SQL)),
+        Index("ix_entries_waiting_matter", "law_firm_matter_id", "work_date", "id",
+              postgresql_where=text(WAITING_SQL), sqlite_where=text(WAITING_SQL)),
         Index("ix_entries_client_matter", "ledes_client_id", "law_firm_matter_id"),
         Index("ix_entries_timekeeper_date", "timekeeper_key", "work_date"),
     )
