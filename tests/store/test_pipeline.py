@@ -56,7 +56,19 @@ def count(session: Session, model: type) -> int:
 
 
 def test_the_migrations_reach_the_newest_revision(db_url: str, sessions: sessionmaker[Session]) -> None:
-    assert current_revision(db_url) == "0001"
+    from alembic.autogenerate import compare_metadata
+    from alembic.runtime.migration import MigrationContext
+    from alembic.script import ScriptDirectory
+
+    from engine.store.db import alembic_config, make_engine
+    from engine.store.models import Base
+
+    head = ScriptDirectory.from_config(alembic_config(db_url)).get_current_head()
+    assert current_revision(db_url) == head == "0002"
+    engine = make_engine(db_url)
+    with engine.connect() as connection:  # the migrations build exactly what the models describe
+        assert compare_metadata(MigrationContext.configure(connection), Base.metadata) == []
+    engine.dispose()
 
 
 def test_clean_entries_are_ready_and_flagged_ones_wait_for_review(
