@@ -14,8 +14,10 @@ from decimal import Decimal
 from typing import Annotated, Any, Literal
 
 from fastapi import Body, Depends, FastAPI, Header, Query, Request, Response
+from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import and_, exists, or_, select, text
 from sqlalchemy.orm import Session, sessionmaker
@@ -217,14 +219,17 @@ def db_session(request: Request) -> Iterator[Session]:
         yield session
 
 
-SessionDep = Annotated[Session, Depends(db_session)]
+# scope="function": the transaction commits before the response is sent, so a client never hears of a
+# change that did not land.
+SessionDep = Annotated[Session, Depends(db_session, scope="function")]
+bearer = HTTPBearer(auto_error=False, description="an API key from `ocgate keys create`")
 
 
-def _caller(request: Request, session: SessionDep,
-            authorization: Annotated[str | None, Header()] = None) -> ApiKey:
-    if not authorization or not authorization.lower().startswith("bearer "):
+def _caller(session: SessionDep,
+            credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)] = None) -> ApiKey:
+    if credentials is None or credentials.scheme.lower() != "bearer":
         raise ApiError(401, "unauthorized", "send an API key: Authorization: Bearer ocg_...")
-    key = verify(session, authorization[7:])
+    key = verify(session, credentials.credentials)
     if key is None:
         raise ApiError(401, "unauthorized", "unknown or revoked API key")
     return key
@@ -279,8 +284,16 @@ def _decode_cursor(cursor: str, sort: str) -> tuple[Any, int]:
         if data["s"] != sort:
             raise ValueError("sort changed")
         value = data["v"]
-        value = dt.date.fromisoformat(value) if sort.endswith("work_date") else dt.datetime.fromisoformat(value)
-        return value, int(data["i"])
+        if sort.endswith("work_date"):
+            value = dt.date.fromisoformat(value)
+        else:
+            value = dt.datetime.fromisoformat(value)
+            if value.tzinfo is None:
+                raise ValueError("timestamp without a timezone")
+        last_id = int(data["i"])
+        if not 0 < last_id < 2**63:
+            raise ValueError("id out of range")
+        return value, last_id
     except (ValueError, KeyError, TypeError, json.JSONDecodeError):
         raise ApiError(400, "invalid_cursor", "cursor is not one this list returned (or the sort changed)") from None
 
@@ -469,15 +482,19 @@ def register_routes(app: FastAPI) -> None:
             text = raw.decode("utf-8")
         except UnicodeDecodeError:
             raise ApiError(422, "invalid_ruleset", "the rule file must be UTF-8 text") from None
-        with request.app.state.sessions() as session, session.begin():
-            try:
-                version = add_ruleset_version(session, text, source="upload", created_by=f"key:{key.name}")
-            except RuleSetError as exc:
-                details = [{"line": p.line, "column": p.column, "where": p.where, "message": p.message}
-                           for p in exc.problems]
-                raise ApiError(422, "invalid_ruleset", "; ".join(f"{p.line}:{p.column}: {p.message}"
-                                                                  for p in exc.problems[:5]), details) from None
-            return _ruleset_out(version)
+
+        def store() -> RuleSetOut:  # database and YAML work off the event loop
+            with request.app.state.sessions() as session, session.begin():
+                try:
+                    version = add_ruleset_version(session, text, source="upload", created_by=f"key:{key.name}")
+                except RuleSetError as exc:
+                    details = [{"line": p.line, "column": p.column, "where": p.where, "message": p.message}
+                               for p in exc.problems]
+                    raise ApiError(422, "invalid_ruleset", "; ".join(f"{p.line}:{p.column}: {p.message}"
+                                                                      for p in exc.problems[:5]), details) from None
+                return _ruleset_out(version)
+
+        return await run_in_threadpool(store)
 
     @app.get("/v1/rulesets", response_model=list[RuleSetOut], responses=errors(), tags=["rulesets"])
     def list_rulesets(session: SessionDep, key: Reader,

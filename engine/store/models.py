@@ -31,15 +31,16 @@ from sqlalchemy.types import TypeDecorator
 
 
 class ExactDecimal(TypeDecorator[Decimal]):
-    """NUMERIC(18, 6) where the database has exact decimals; text elsewhere (SQLite)."""
+    """NUMERIC where the database has exact decimals; text elsewhere (SQLite). Unconstrained NUMERIC keeps
+    the scale a value was written with, so ``0.1`` reads back as ``0.1`` (not ``0.100000``) everywhere."""
 
-    impl = Numeric(18, 6)
+    impl = Numeric()
     cache_ok = True
 
     def load_dialect_impl(self, dialect: Dialect) -> Any:
         if dialect.name == "sqlite":
             return dialect.type_descriptor(String(40))
-        return dialect.type_descriptor(Numeric(18, 6, asdecimal=True))
+        return dialect.type_descriptor(Numeric(asdecimal=True))
 
     def process_bind_param(self, value: Decimal | None, dialect: Dialect) -> Any:
         if value is None:
