@@ -19,11 +19,11 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy import and_, exists, or_, select, text
+from sqlalchemy import and_, exists, func, or_, select, text
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from api.auth import AUTHOR, INGEST, READ, REVIEW, Role, verify
+from api.auth import AUTHOR, INGEST, READ, REVIEW, Caller, KeyCache, Role, verify
 from engine import review
 from engine.features import EvaluationContext
 from engine.model import Entry
@@ -33,7 +33,6 @@ from engine.store.db import make_engine, session_factory
 from engine.store.models import (
     REVIEW_STATES,
     WAITING_SQL,
-    ApiKey,
     EntryRow,
     EntryState,
     RuleSetStatus,
@@ -225,18 +224,18 @@ SessionDep = Annotated[Session, Depends(db_session, scope="function")]
 bearer = HTTPBearer(auto_error=False, description="an API key from `ocgate keys create`")
 
 
-def _caller(session: SessionDep,
-            credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)] = None) -> ApiKey:
+def _caller(request: Request, session: SessionDep,
+            credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)] = None) -> Caller:
     if credentials is None or credentials.scheme.lower() != "bearer":
         raise ApiError(401, "unauthorized", "send an API key: Authorization: Bearer ocg_...")
-    key = verify(session, credentials.credentials)
+    key = verify(session, credentials.credentials, request.app.state.key_cache)
     if key is None:
         raise ApiError(401, "unauthorized", "unknown or revoked API key")
     return key
 
 
 def allow(roles: frozenset[Role]) -> Any:
-    def check(key: Annotated[ApiKey, Depends(_caller)]) -> ApiKey:
+    def check(key: Annotated[Caller, Depends(_caller)]) -> Caller:
         if key.role not in roles:
             raise ApiError(403, "forbidden", f"role {key.role} may not do this (needs one of: "
                                              f"{', '.join(sorted(r.value for r in roles))})")
@@ -244,10 +243,10 @@ def allow(roles: frozenset[Role]) -> Any:
     return Depends(check)
 
 
-Reader = Annotated[ApiKey, allow(READ)]
-Reviewer = Annotated[ApiKey, allow(REVIEW)]
-Author = Annotated[ApiKey, allow(AUTHOR)]
-Ingester = Annotated[ApiKey, allow(INGEST)]
+Reader = Annotated[Caller, allow(READ)]
+Reviewer = Annotated[Caller, allow(REVIEW)]
+Author = Annotated[Caller, allow(AUTHOR)]
+Ingester = Annotated[Caller, allow(INGEST)]
 
 
 def _if_match(value: str | None) -> int:
@@ -300,10 +299,12 @@ def _decode_cursor(cursor: str, sort: str) -> tuple[Any, int]:
 
 # The app --------------------------------------------------------------------------------------------
 
-def create_app(database_url: str | None = None, *, sessions: sessionmaker[Session] | None = None) -> FastAPI:
+def create_app(database_url: str | None = None, *, sessions: sessionmaker[Session] | None = None,
+               key_cache_seconds: float = 30.0) -> FastAPI:
     app = FastAPI(title="ocgate", version="0.1.0",
                   description="Review queue for billing entries checked against Outside Counsel Guidelines.")
     app.state.sessions = sessions or session_factory(make_engine(database_url))
+    app.state.key_cache = KeyCache(key_cache_seconds)
 
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
@@ -341,9 +342,12 @@ def register_routes(app: FastAPI) -> None:
         states = state or list(REVIEW_STATES)
         # Only the listed columns: the full record (JSON) is for the entry's own page. The waiting states
         # are written literally so that the planner can use the partial indexes (a bound parameter
-        # cannot prove the index's predicate).
+        # cannot prove the index's predicate). The rules of each entry come in the same query.
         waiting = set(states) == set(REVIEW_STATES)
-        query = select(*LIST_COLUMNS).where(text(WAITING_SQL) if waiting else EntryRow.state.in_(states))
+        rule_ids = (select(func.aggregate_strings(ViolationRow.rule_id, ","))
+                    .where(ViolationRow.entry_id == EntryRow.id, ViolationRow.current.is_(True),
+                           ViolationRow.rule_status == "active").scalar_subquery().label("rule_list"))
+        query = select(*LIST_COLUMNS, rule_ids).where(text(WAITING_SQL) if waiting else EntryRow.state.in_(states))
         if client:
             query = query.where(or_(EntryRow.ledes_client_id == client, EntryRow.client_source_id == client))
         if matter:
@@ -375,14 +379,8 @@ def register_routes(app: FastAPI) -> None:
         rows = list(session.execute(query.order_by(*order).limit(limit + 1)))
         more = len(rows) > limit
         rows = rows[:limit]
-        rules: dict[int, list[str]] = {}
-        if rows:
-            for entry_id, rid in session.execute(
-                    select(ViolationRow.entry_id, ViolationRow.rule_id).where(
-                        ViolationRow.entry_id.in_([r.id for r in rows]), ViolationRow.current.is_(True),
-                        ViolationRow.rule_status == "active").order_by(ViolationRow.id)):
-                rules.setdefault(entry_id, []).append(rid)
-        items = [ReviewItem(**{**r._mapping, "timekeeper": r.timekeeper_key}, rule_ids=sorted(set(rules.get(r.id, []))))
+        items = [ReviewItem(**{**r._mapping, "timekeeper": r.timekeeper_key},
+                            rule_ids=sorted(set(r.rule_list.split(","))) if r.rule_list else [])
                  for r in rows]
         last = rows[-1] if rows else None
         next_cursor = _encode_cursor(sort, getattr(last, column.key), last.id) if more and last else None

@@ -10,6 +10,9 @@ import datetime as dt
 import hashlib
 import hmac
 import secrets
+import threading
+import time
+from dataclasses import dataclass
 from enum import StrEnum
 
 from sqlalchemy import select
@@ -48,11 +51,55 @@ def create_key(session: Session, *, name: str, role: Role) -> tuple[ApiKey, str]
     return key, f"ocg_{prefix}_{secret}"
 
 
-def verify(session: Session, presented: str) -> ApiKey | None:
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """Who is calling: what the API needs of a verified key."""
+
+    key_id: int
+    prefix: str
+    name: str
+    role: str
+
+
+class KeyCache:
+    """Verified keys, remembered for ``ttl`` seconds so most requests skip the key lookup. A key revoked
+    from another process stops working within ``ttl``; one revoked through this process at once."""
+
+    def __init__(self, ttl: float = 30.0):
+        self.ttl = ttl
+        self._known: dict[str, tuple[float, Caller]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, digest: str) -> Caller | None:
+        with self._lock:
+            found = self._known.get(digest)
+        if found is None or found[0] < time.monotonic():
+            return None
+        return found[1]
+
+    def put(self, digest: str, caller: Caller) -> None:
+        with self._lock:
+            if len(self._known) > 10_000:
+                self._known.clear()
+            self._known[digest] = (time.monotonic() + self.ttl, caller)
+
+    def forget(self, prefix: str) -> None:
+        with self._lock:
+            for digest in [d for d, (_, c) in self._known.items() if c.prefix == prefix]:
+                del self._known[digest]
+
+
+def verify(session: Session, presented: str, cache: KeyCache | None = None) -> Caller | None:
+    digest = _hash(presented.strip())
+    if cache is not None and (known := cache.get(digest)) is not None:
+        return known
     parts = presented.strip().split("_", 2)
     if len(parts) != 3 or parts[0] != "ocg":
         return None
     key = session.scalar(select(ApiKey).where(ApiKey.prefix == parts[1]))
-    if key is None or key.revoked_at is not None:
+    if key is None or key.revoked_at is not None or not hmac.compare_digest(key.secret_hash, _hash(parts[2])):
         return None
-    return key if hmac.compare_digest(key.secret_hash, _hash(parts[2])) else None
+    caller = Caller(key.id, key.prefix, key.name, key.role)
+    if cache is not None:
+        cache.put(digest, caller)
+    return caller

@@ -451,7 +451,7 @@ def cmd_keys(args: argparse.Namespace) -> int:
             if key is None:
                 raise UsageError(f"no key with prefix {args.prefix}")
             key.revoked_at = key.revoked_at or dt.datetime.now(dt.UTC)
-        print(f"key {args.prefix} revoked")
+        print(f"key {args.prefix} revoked; running servers stop accepting it within 30 seconds")
         return EXIT_OK
     with sessions() as session:
         for key in session.scalars(select(ApiKey).order_by(ApiKey.id)):
