@@ -128,26 +128,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                         format="ocgate: %(message)s", stream=sys.stderr)
     try:
         if args.command == "rules":
-            return {"check": cmd_rules_check, "test": cmd_rules_test, "schema": cmd_rules_schema}[
-                args.rules_command](args)
-        if args.command == "validate":
-            return cmd_validate(args)
-        if args.command == "demo":
-            return cmd_demo(args)
-        if args.command == "sample":
-            return cmd_sample(args)
-        if args.command == "db":
-            return cmd_db(args)
-        if args.command == "rulesets":
-            return cmd_rulesets(args)
-        if args.command == "ingest":
-            return cmd_ingest(args)
-        if args.command == "queue":
-            return cmd_queue(args)
-        if args.command == "keys":
-            return cmd_keys(args)
-        if args.command == "serve":
-            return cmd_serve(args)
+            handler = {"check": cmd_rules_check, "test": cmd_rules_test, "schema": cmd_rules_schema}[
+                args.rules_command]
+        else:
+            handler = COMMANDS[args.command]
+        return handler(args)
     except (UsageError, BackendUnavailable) as exc:
         print(f"ocgate: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
@@ -157,8 +142,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         # The reader went away (ocgate ... | head): stop quietly, as other command-line tools do.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_OK
-    parser.error(f"unknown command {args.command}")
-    return EXIT_BAD_INPUT
 
 
 # rules ---------------------------------------------------------------------------------------------
@@ -497,6 +480,12 @@ def cmd_queue(args: argparse.Namespace) -> int:
             for row_id, source_id, state, worst, work_date, name in rows:
                 print(f"{row_id:>6}  {source_id:<12} {state:<10} {worst or '-':<8} {work_date}  {name or '-'}")
     return EXIT_OK
+
+
+COMMANDS = {
+    "validate": cmd_validate, "demo": cmd_demo, "sample": cmd_sample, "db": cmd_db, "rulesets": cmd_rulesets,
+    "ingest": cmd_ingest, "queue": cmd_queue, "keys": cmd_keys, "serve": cmd_serve,
+}
 
 
 if __name__ == "__main__":  # pragma: no cover
