@@ -32,8 +32,8 @@ from engine.evaluate import evaluate
 from engine.features import EvaluationContext
 from engine.model import Entry
 from engine.pipeline import CircuitBreaker, IngestResult, add_ruleset_version, ingest
-from engine.ruleset import load_file
-from engine.samples import generate
+from engine.ruleset import load_text
+from engine.samples import firm, generate
 from engine.store.db import current_revision, database_url, make_engine, session_factory, transaction, upgrade
 from engine.store.models import EntryRow, Evaluation, ReviewAction, RuleSetStatus, ViolationRow
 
@@ -106,6 +106,23 @@ def postgres_database(admin_url: str) -> Iterator[str]:
         admin.dispose()
 
 
+APPROVED_LINE = ("  approved_timekeepers: [TK1001, TK1002, TK1003, TK1004, TK1005, TK1006, TK1007, TK1008, TK1009, "
+                 "TK1010]")
+
+
+def rules_text(timekeepers: int) -> str:
+    """The Acme rule set with the whole generated firm on its approved staffing list (a firm billing this
+    volume has that many approved timekeepers; without it nearly every entry would be an unknown one)."""
+    text = RULES.read_text(encoding="utf-8")
+    if APPROVED_LINE not in text:
+        raise SystemExit("rules/acme-corp.yaml changed: update APPROVED_LINE in bench/store_bench.py")
+    staff = [tk for tk, _, _, _ in firm(timekeepers)[:10]] + [tk for tk, _, _, _ in firm(timekeepers)[12:]]
+    return text.replace(APPROVED_LINE, f"  approved_timekeepers: [{', '.join(staff)}]")
+
+
+RULES_TEXT = ""  # set in main(): rules_text() for this run's firm
+
+
 @contextmanager
 def prepared(url: str) -> Iterator[sessionmaker[Session]]:
     """The schema and the Acme rule set (active) in the database at ``url``; its sessions."""
@@ -114,7 +131,7 @@ def prepared(url: str) -> Iterator[sessionmaker[Session]]:
     try:
         sessions = session_factory(engine)
         with transaction(sessions) as session:
-            add_ruleset_version(session, RULES.read_text(encoding="utf-8"), source=str(RULES), created_by="bench",
+            add_ruleset_version(session, RULES_TEXT, source=str(RULES), created_by="bench",
                                 status=RuleSetStatus.ACTIVE)
         yield sessions
     finally:
@@ -249,6 +266,8 @@ def main(argv: list[str] | None = None) -> None:
     # Killed: leave through the finally blocks, which delete the scratch databases.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     timekeepers = max(12, args.count // 120)  # ~4 entries per timekeeper-day: few daily-cap findings
+    global RULES_TEXT
+    RULES_TEXT = rules_text(timekeepers)
 
     print(f"ocgate store benchmark: {args.count:,} entries (seed {SEED}, {timekeepers} timekeepers), rules "
           f"{RULES.name}, evaluation backend {backend}")
@@ -262,7 +281,7 @@ def main(argv: list[str] | None = None) -> None:
           f"{fmt_mb(current_rss_mb())}")
     with full_gc_counter():
         start = time.perf_counter()
-        violations = evaluate(entries, load_file(RULES), context=CONTEXT, backend=backend)
+        violations = evaluate(entries, load_text(RULES_TEXT, str(RULES)), context=CONTEXT, backend=backend)
         evaluate_seconds = time.perf_counter() - start
     print(f"[evaluate] evaluate() alone, same entries and backend, no store: {evaluate_seconds:.2f} s = "
           f"{len(entries) / evaluate_seconds:,.0f} entries/s; {len(violations):,} violations")
