@@ -155,8 +155,9 @@ def ingest(
         if row is not None and row.source_version == version:
             result.unchanged += 1
             continue
-        if row is not None and row.state == EntryState.INVOICED:
+        if row is not None and row.state in (EntryState.INVOICED, EntryState.CONFLICT):
             # Already billed: never changed silently; a reviewer decides what to do with the new version.
+            # A conflict stays one: a later source version only replaces the pending record.
             touched.append(_Pending(entry, "conflict", row.id, row.version + 1, version,
                                     record or entry_record(entry), {"source_version": row.source_version},
                                     EntryState.CONFLICT))

@@ -151,7 +151,7 @@ def compile_regex(pattern: str, path: Path, flags: int = 0) -> re.Pattern[str]:
 
 def phrase_pattern(phrases: Sequence[str]) -> re.Pattern[str]:
     """Whole-word, case-insensitive match of any phrase; spaces inside a phrase match any whitespace."""
-    parts = sorted({r"\s+".join(re.escape(w) for w in p.split()) for p in phrases}, key=len, reverse=True)
+    parts = sorted({r"\s+".join(re.escape(w) for w in p.split()) for p in phrases}, key=lambda p: (-len(p), p))
     return re.compile(r"(?<!\w)(?:" + "|".join(parts) + r")(?!\w)", re.IGNORECASE)
 
 

@@ -152,6 +152,14 @@ def test_an_invoiced_entry_is_not_changed_silently(sessions: sessionmaker[Sessio
         assert row.hours_billed == Decimal("1.5")  # what was billed stays as billed
         assert row.pending_record["hours_billed"] == "3.0"
         assert session.scalar(select(ReviewAction.action).order_by(ReviewAction.id.desc()).limit(1)) == "conflict"
+    # The next sync of a newer version keeps the conflict: only the pending record changes.
+    with transaction(sessions) as session:
+        again = ingest(session, [entry("1", hours_billed="4.0", source_version='"v3"')], context=CTX)
+    assert (again.conflicts, again.updated) == (1, 0)
+    with sessions() as session:
+        row = session.scalar(select(EntryRow))
+        assert row.state == EntryState.CONFLICT and row.hours_billed == Decimal("1.5")
+        assert row.pending_record["hours_billed"] == "4.0"
 
 
 def test_deleted_at_the_source_is_withdrawn_from_the_queue(
