@@ -215,18 +215,26 @@ def run_validation(entries: list[Entry], rulesets: list[RuleSet], context: Evalu
     return violations
 
 
-def cmd_validate(args: argparse.Namespace) -> int:
-    rulesets = _load_rulesets(args.rules)
-    if rulesets is None:
-        return EXIT_BAD_INPUT
+def _entries_and_context(args: argparse.Namespace) -> tuple[list[Entry], EvaluationContext] | None:
+    """The entries file and the evaluation dates of ``validate`` and ``ingest``; None (reported) if unreadable."""
     try:
         entries = read_entries(args.entries)
     except EntryFileError as exc:
         for problem in exc.problems:
             print(problem, file=sys.stderr)
+        return None
+    return entries, EvaluationContext(as_of=args.as_of or dt.date.today(), period_start=args.period_start,
+                                      period_end=args.period_end)
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    rulesets = _load_rulesets(args.rules)
+    if rulesets is None:
         return EXIT_BAD_INPUT
-    context = EvaluationContext(as_of=args.as_of or dt.date.today(), period_start=args.period_start,
-                                period_end=args.period_end)
+    loaded = _entries_and_context(args)
+    if loaded is None:
+        return EXIT_BAD_INPUT
+    entries, context = loaded
     violations = run_validation(entries, rulesets, context, args.backend)
     shown = [v for v in violations if args.include_shadow or v.rule_status != "shadow"]
     if args.format == "json":
@@ -394,14 +402,10 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     from engine.pipeline import ingest
     from engine.store.db import transaction
 
-    try:
-        entries = read_entries(args.entries)
-    except EntryFileError as exc:
-        for problem in exc.problems:
-            print(problem, file=sys.stderr)
+    loaded = _entries_and_context(args)
+    if loaded is None:
         return EXIT_BAD_INPUT
-    context = EvaluationContext(as_of=args.as_of or dt.date.today(), period_start=args.period_start,
-                                period_end=args.period_end)
+    entries, context = loaded
     with transaction(_sessions()) as session:
         result = ingest(session, entries, actor=args.actor, source=str(args.entries), context=context)
     print(f"batch {result.batch_id}: {result.received} received, {result.created} new, {result.updated} changed, "
