@@ -1,0 +1,1 @@
+"""Where invoices go: a directory drop, or an e-billing portal's API."""
