@@ -210,8 +210,9 @@ def ingest(
         rows = []
         for pending in changes[start:start + WRITE_CHUNK]:
             columns = _columns(pending.entry, pending.record, pending.source_version)  # type: ignore[arg-type]
+            # A new source version replaces whatever a reviewer adjusted: the adjusted-from record goes too.
             columns.update(id=pending.id, state=pending.state, worst_severity=pending.worst_severity,
-                           version=pending.version, updated_at=now)
+                           version=pending.version, updated_at=now, source_record=None)
             rows.append(columns)
         session.execute(update(EntryRow), rows)  # by primary key; synchronises rows loaded in the session
     conflicts = [{"id": p.id, "pending_record": p.record, "state": p.state, "version": p.version, "updated_at": now}

@@ -16,6 +16,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from engine.features import EvaluationContext
+from engine.invoices import open_portal_rejections, resolve_portal_rejections
 from engine.model import Entry, EntryKind, FeeBasis
 from engine.pipeline import reevaluate
 from engine.store.models import REVIEW_STATES, EntryRow, EntryState, ReviewAction, ViolationRow
@@ -101,11 +102,17 @@ def approve(session: Session, entry_id: int, *, expected_version: int, actor: st
     if row.state not in REVIEW_STATES:
         raise NotReviewable(f"entry {entry_id} is {row.state}: only entries waiting for review can be approved")
     open_findings = _open_violations(session, entry_id)
+    refused = open_portal_rejections(session, entry_id)
     if any(v.severity == "error" for v in open_findings) and not (reason and reason.strip()):
         raise ReasonRequired("approving an entry with error-severity findings needs a reason")
+    if refused and not (reason and reason.strip()):
+        raise ReasonRequired("approving an entry the client's portal rejected needs a reason")
     before = {**_snapshot(row), "version": expected_version,
               "overridden": [{"rule_id": v.rule_id, "severity": v.severity, "message": v.message}
                              for v in open_findings]}
+    if refused:
+        before["portal_rejections"] = [{"reason": r.reason, "reason_code": r.reason_code} for r in refused]
+        resolve_portal_rejections(session, entry_id)
     if row.state == EntryState.CONFLICT and row.pending_record is not None:
         before["pending_record"] = row.pending_record  # approving a conflict keeps what was invoiced
         row.pending_record = None
@@ -124,6 +131,7 @@ def reject(session: Session, entry_id: int, *, expected_version: int, actor: str
     if row.state not in REVIEW_STATES:
         raise NotReviewable(f"entry {entry_id} is {row.state}: only entries waiting for review can be rejected")
     before = {**_snapshot(row), "version": expected_version}
+    resolve_portal_rejections(session, entry_id)
     row.state = EntryState.REJECTED
     row.updated_at = dt.datetime.now(dt.UTC)
     _audit(session, row, "reject", actor, reason, before, _snapshot(row))
@@ -161,10 +169,13 @@ def adjust(session: Session, entry_id: int, *, expected_version: int, actor: str
 
     before = {**_snapshot(row), "version": expected_version,
               "values": {k: _plain(getattr(old, k)) for k in changes}, "amount": _plain(before_amount)}
+    if row.source_record is None:
+        row.source_record = row.record  # what the source sent: the invoice shows the change as an adjustment
     row.record = entry_record(new)
     row.rate, row.hours_billed, row.amount = new.rate, new.hours_billed, new.amount
     row.updated_at = dt.datetime.now(dt.UTC)
     reevaluate(session, [row], context=context)
+    resolve_portal_rejections(session, entry_id)
     after = {**_snapshot(row), "values": {k: _plain(getattr(new, k)) for k in changes},
              "amount": _plain(after_amount), "write_down": _plain(write_down)}
     _audit(session, row, "adjust", actor, reason, before, after)

@@ -90,6 +90,7 @@ class RuleSet:
     source: str = "<memory>"
     text: str = ""
     guideline: dict[str, Any] = field(default_factory=dict)
+    invoicing: dict[str, Any] = field(default_factory=dict)  # see engine.invoicing.parse_profile
 
     def rule(self, rule_id: str) -> Rule:
         for rule in self.rules:
@@ -297,6 +298,11 @@ def _build(doc: Document, text: str, skip: set[int] | frozenset[int] = frozenset
     )
     if dates["from"] and dates["to"] and dates["from"] > dates["to"]:
         report(("effective", "to"), "the end date is before the start date")
+    from engine.invoicing import profile_problems
+
+    ruleset.invoicing = data.get("invoicing") or {}
+    for problem in profile_problems(ruleset.invoicing):
+        report(("invoicing", *problem.path), problem.message)
 
     seen_ids: dict[str, int] = {}
     for index, raw in enumerate(data.get("rules") or []):

@@ -44,6 +44,40 @@ def condition_schema() -> dict[str, Any]:
     }
 
 
+def invoicing_schema() -> dict[str, Any]:
+    """How the client wants its invoices: LEDES format, timekeeper codes, tax, discounts."""
+    text = {"type": "string"}
+    number = {"type": ["string", "number"]}
+    party = {"type": "object", "additionalProperties": False,
+             "properties": {k: text for k in ("name", "address_1", "address_2", "city", "state_or_region",
+                                              "postcode", "country")}}
+    discount = {
+        "type": "object",
+        "properties": {"kind": {"enum": ["fees", "expenses"]}, "percent": number, "amount": number,
+                       "description": {"type": "string", "minLength": 1}, "expense_code": text},
+        "required": ["kind", "description"],
+        "additionalProperties": False,
+    }
+    return {
+        "type": "object",
+        "properties": {
+            "format": {"enum": ["1998b", "98bi"]},
+            "timekeeper_codes": {"enum": ["2014", "legacy"]},
+            "multiple_matters": {"type": "boolean"},
+            "reviewer_adjustments": {"enum": ["line_adjustment", "restate"]},
+            "max_description": {"type": "integer", "minimum": 20},
+            "require_client_matter_id": {"type": "boolean"},
+            "tax": {"type": "object", "properties": {"rate": number, "type": text},
+                    "required": ["rate"], "additionalProperties": False},
+            "client_tax_id": text,
+            "po_number": text,
+            "client": party,
+            "discounts": {"type": "array", "items": discount},
+        },
+        "additionalProperties": False,
+    }
+
+
 @cache
 def ruleset_schema() -> dict[str, Any]:
     from engine.ruletypes import REGISTRY
@@ -111,6 +145,7 @@ def ruleset_schema() -> dict[str, Any]:
                 "additionalProperties": {"type": "array", "items": {"type": ["string", "number"]}},
             },
             "rules": {"type": "array", "items": rule},
+            "invoicing": invoicing_schema(),
         },
         "required": ["id", "version", "rules"],
         "additionalProperties": False,

@@ -209,6 +209,10 @@ class EntryRow(Base):
     # Bumped once per change a user can see (a new source version, a review action): the API's ETag.
     version: Mapped[int] = mapped_column(Integer, default=1)
     pending_record: Mapped[dict[str, Any] | None] = mapped_column(JSON)  # a source change held as a conflict
+    # The record as the source sent it, kept when a reviewer first adjusts the entry: invoices show the
+    # difference as a line adjustment. Cleared when the source sends a new version.
+    source_record: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    invoice_id: Mapped[int | None] = mapped_column(ForeignKey("invoices.id", name="fk_entries_invoice_id"), index=True)
     created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime, default=utcnow)
     updated_at: Mapped[dt.datetime] = mapped_column(UtcDateTime, default=utcnow)
 
@@ -291,3 +295,132 @@ class ApiKey(Base):
     secret_hash: Mapped[str] = mapped_column(String(200))
     created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime, default=utcnow)
     revoked_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime)
+
+
+class Setting(Base):
+    """Firm-wide settings (the firm's LEDES identity, the invoice number prefix), one JSON value per key."""
+
+    __tablename__ = "settings"
+
+    key: Mapped[str] = mapped_column(String(60), primary_key=True)
+    value: Mapped[dict[str, Any]] = mapped_column(JSON)
+    updated_at: Mapped[dt.datetime] = mapped_column(UtcDateTime, default=utcnow)
+
+
+class DestinationRow(Base):
+    """Where a client's invoices go: a directory drop or an e-billing portal (secrets stay in the
+    environment; ``settings`` names the variables)."""
+
+    __tablename__ = "destinations"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(120), unique=True)
+    kind: Mapped[str] = mapped_column(String(40))
+    settings: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    clients: Mapped[list[str]] = mapped_column(JSON, default=list)  # LEDES client ids it serves; empty: any
+    created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime, default=utcnow)
+
+
+class InvoiceStatus(StrEnum):
+    DRAFT = "draft"  # built; its entries are locked; may be previewed, submitted or voided
+    SUBMITTING = "submitting"  # a submission started and its outcome is not known yet: submit again to resume
+    SUBMITTED = "submitted"  # the destination has it; ``portal_state`` follows what the portal says
+    VOID = "void"  # withdrawn; its entries were released
+
+
+class InvoiceRow(Base):
+    """An invoice as built: the LEDES file kept verbatim with its hash, and where it went."""
+
+    __tablename__ = "invoices"
+    __table_args__ = (Index("ix_invoices_client", "client_id", "period_end"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    number: Mapped[str] = mapped_column(String(20), unique=True)  # letters and digits; never reused
+    client_id: Mapped[str] = mapped_column(String(60))
+    matters: Mapped[list[str]] = mapped_column(JSON)
+    format: Mapped[str] = mapped_column(String(8))
+    currency: Mapped[str | None] = mapped_column(String(3))
+    invoice_date: Mapped[dt.date] = mapped_column(Date)
+    period_start: Mapped[dt.date] = mapped_column(Date)
+    period_end: Mapped[dt.date] = mapped_column(Date)
+    status: Mapped[InvoiceStatus] = mapped_column(String(12), default=InvoiceStatus.DRAFT)
+    total: Mapped[Decimal] = mapped_column(ExactDecimal)
+    fees_total: Mapped[Decimal] = mapped_column(ExactDecimal)
+    expenses_total: Mapped[Decimal] = mapped_column(ExactDecimal)
+    adjustments_total: Mapped[Decimal] = mapped_column(ExactDecimal)  # line and invoice-level, signed
+    tax_total: Mapped[Decimal | None] = mapped_column(ExactDecimal)
+    line_count: Mapped[int] = mapped_column(Integer)
+    content: Mapped[str] = mapped_column(Text)  # the LEDES file
+    sha256: Mapped[str] = mapped_column(String(64))
+    profile: Mapped[dict[str, Any]] = mapped_column(JSON)  # the invoicing settings it was built with
+    notes: Mapped[list[str]] = mapped_column(JSON, default=list)  # what was changed to fit LEDES, warnings
+    destination: Mapped[str | None] = mapped_column(String(120))
+    destination_ref: Mapped[str | None] = mapped_column(String(200))
+    portal_state: Mapped[str | None] = mapped_column(String(20))
+    submitted_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime)
+    polled_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    created_by: Mapped[str] = mapped_column(String(120))
+    created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime, default=utcnow)
+    voided_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime)
+    void_reason: Mapped[str | None] = mapped_column(Text)
+
+
+class InvoiceLine(Base):
+    """One LEDES record of an invoice: an entry's line, or an invoice-level adjustment (IF/IE)."""
+
+    __tablename__ = "invoice_lines"
+    __table_args__ = (UniqueConstraint("invoice_id", "line_number"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    invoice_id: Mapped[int] = mapped_column(ForeignKey("invoices.id", ondelete="CASCADE"))
+    line_number: Mapped[int] = mapped_column(Integer)
+    kind: Mapped[str] = mapped_column(String(2))  # F, E, IF, IE
+    entry_id: Mapped[int | None] = mapped_column(ForeignKey("entries.id"), index=True)
+    entry_version: Mapped[int | None] = mapped_column(Integer)
+    law_firm_matter_id: Mapped[str] = mapped_column(String(60))
+    units: Mapped[Decimal | None] = mapped_column(ExactDecimal)
+    unit_cost: Mapped[Decimal | None] = mapped_column(ExactDecimal)
+    adjustment: Mapped[Decimal] = mapped_column(ExactDecimal)
+    review_adjustment: Mapped[Decimal | None] = mapped_column(ExactDecimal)  # the reviewer's part of it
+    tax_total: Mapped[Decimal | None] = mapped_column(ExactDecimal)
+    total: Mapped[Decimal] = mapped_column(ExactDecimal)
+    state: Mapped[str] = mapped_column(String(10), default="billed")  # billed, rejected, cut
+    notes: Mapped[list[str]] = mapped_column(JSON, default=list)
+
+
+class InvoiceEvent(Base):
+    """Append-only audit of an invoice: built, submitted, status seen, rejection applied, voided."""
+
+    __tablename__ = "invoice_events"
+    __table_args__ = (Index("ix_invoice_events_invoice", "invoice_id", "id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    invoice_id: Mapped[int] = mapped_column(ForeignKey("invoices.id", ondelete="CASCADE"))
+    action: Mapped[str] = mapped_column(String(30))
+    actor: Mapped[str] = mapped_column(String(120))
+    at: Mapped[dt.datetime] = mapped_column(UtcDateTime, default=utcnow)
+    detail: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+
+class PortalRejection(Base):
+    """Something the client's portal refused or cut, kept with the portal's words and our proposal of the
+    rule that would have caught it. Applied once per portal id however often the invoice is polled."""
+
+    __tablename__ = "portal_rejections"
+    __table_args__ = (Index("ix_portal_rejections_invoice", "invoice_id", "rejection_id"),
+                      Index("ix_portal_rejections_entry", "entry_id", "resolved_at"))
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    invoice_id: Mapped[int] = mapped_column(ForeignKey("invoices.id", ondelete="CASCADE"))
+    rejection_id: Mapped[str] = mapped_column(String(120))
+    entry_id: Mapped[int | None] = mapped_column(ForeignKey("entries.id"))
+    line_number: Mapped[int | None] = mapped_column(Integer)
+    kind: Mapped[str] = mapped_column(String(10))  # rejected (the line or invoice refused) or cut (reduced)
+    reason: Mapped[str] = mapped_column(Text)
+    reason_code: Mapped[str | None] = mapped_column(String(80))
+    comment: Mapped[str | None] = mapped_column(Text)
+    amount: Mapped[Decimal | None] = mapped_column(ExactDecimal)
+    proposal: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    received_at: Mapped[dt.datetime] = mapped_column(UtcDateTime, default=utcnow)
+    resolved_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime)
