@@ -47,6 +47,18 @@ REASON_TYPES: list[tuple[re.Pattern[str], str]] = [(re.compile(p, re.I), t) for 
 TENTH = Decimal("0.1")
 
 
+class _Dumper(yaml.SafeDumper):
+    """Writes decimals as YAML numbers, digit for digit."""
+
+
+_Dumper.add_representer(Decimal, lambda dumper, value: dumper.represent_scalar("tag:yaml.org,2002:float",
+                                                                               str(value)))
+
+
+def _yaml(data: Any) -> str:
+    return yaml.dump(data, Dumper=_Dumper, sort_keys=False, allow_unicode=True)
+
+
 def reason_types(reason: str, code: str | None = None) -> list[str]:
     text = f"{reason} {code or ''}".replace("_", " ")
     found: list[str] = []
@@ -66,11 +78,11 @@ def _params(rule_type: str, entry: Entry, existing: dict[str, Any] | None) -> di
     fee = entry.entry_kind is EntryKind.TIME
     hours = _hours(entry)
     if rule_type in ("max_hours_per_entry", "daily_hours_cap") and hours is not None and hours > TENTH:
-        params["max_hours"] = str(hours - TENTH)
+        params["max_hours"] = hours - TENTH
         return params
     if rule_type == "rate_cap" and fee and entry.rate is not None and entry.timekeeper_classification:
         caps = dict(params.get("by_classification") or {})
-        caps[entry.timekeeper_classification] = str(entry.rate - 1)
+        caps[entry.timekeeper_classification] = entry.rate - 1
         params["by_classification"] = caps
         return params
     if rule_type == "narrative":
@@ -99,7 +111,7 @@ def _params(rule_type: str, entry: Entry, existing: dict[str, Any] | None) -> di
         params["timekeepers"] = kept
         return params
     if rule_type == "expense_cap" and not fee and entry.utbms_expense_code and entry.billed_amount is not None:
-        cap = {"expense_codes": [entry.utbms_expense_code], "per": "entry", "max": str(entry.billed_amount - 1)}
+        cap = {"expense_codes": [entry.utbms_expense_code], "per": "entry", "max": entry.billed_amount - 1}
         params["caps"] = [c for c in params.get("caps") or []
                           if entry.utbms_expense_code not in c.get("expense_codes", [])] + [cap]
         return params
@@ -111,7 +123,7 @@ def _params(rule_type: str, entry: Entry, existing: dict[str, Any] | None) -> di
         return None
     if rule_type in ("block_billing", "duplicate", "billing_period", "billing_increment") and existing is None:
         return {"block_billing": {"min_tasks": 2}, "duplicate": {}, "billing_period": {},
-                "billing_increment": {"increment": "0.1"}}[rule_type]
+                "billing_increment": {"increment": TENTH}}[rule_type]
     return None
 
 
@@ -129,11 +141,11 @@ def _check(rule: dict[str, Any], entry: Entry, ruleset: RuleSet | None) -> tuple
     document = {"id": "proposal", "version": "1", "rules": [rule]}
     if ruleset is not None and ruleset.currency:
         document["currency"] = ruleset.currency
-    text = yaml.safe_dump({"rules": [rule]}, sort_keys=False, allow_unicode=True)
+    text = _yaml({"rules": [rule]})
     if rule.get("type") in ("daily_hours_cap", "duplicate"):
         return text, False  # batch rules: they judge a timekeeper's day, not one line
     try:
-        loaded = load_text(yaml.safe_dump(document, sort_keys=False), "<proposal>")
+        loaded = load_text(_yaml(document), "<proposal>")
     except RuleSetError:
         return text, False
     found = evaluate([entry], loaded, context=EvaluationContext(as_of=dt.date.today()), backend="python",
