@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from decimal import Decimal
 from typing import Any
 
+import httpx
 import pytest
 
 from connectors.destinations.base import DestinationError, PortalState
@@ -299,8 +300,6 @@ def test_status_of_an_unknown_invoice(portal: FakePortal, client: LegalTrackerCl
 
 
 def test_fake_requires_a_bearer_token(portal: FakePortal) -> None:
-    import httpx
-
     answer = httpx.get(portal.base_url + "/invoices", headers={"Company-ID": portal.state.company_id})
     assert answer.status_code == 401
 
