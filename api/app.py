@@ -26,6 +26,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from api.auth import AUTHOR, INGEST, READ, REVIEW, Caller, KeyCache, Role, verify
 from engine import review
 from engine.features import EvaluationContext
+from engine.invoices import InvoiceError, open_portal_rejections
 from engine.model import Entry
 from engine.pipeline import add_ruleset_version, ingest, load_version, set_status
 from engine.ruleset import RuleSetError
@@ -35,6 +36,7 @@ from engine.store.models import (
     WAITING_SQL,
     EntryRow,
     EntryState,
+    PortalRejection,
     RuleSetStatus,
     RuleSetVersion,
     ViolationRow,
@@ -107,6 +109,8 @@ class ReviewItem(BaseModel):
     rate: Decimal | None
     amount: Decimal | None
     rule_ids: list[str]
+    portal_reasons: list[str] = Field(default_factory=list, description="what a client's portal rejected, not yet "
+                                                                       "answered by a reviewer")
 
 
 class ReviewPage(BaseModel):
@@ -133,6 +137,8 @@ class EntryDetail(BaseModel):
     entry: dict[str, Any]
     pending_record: dict[str, Any] | None
     violations: list[ViolationOut]
+    portal_rejections: list[dict[str, Any]] = Field(default_factory=list, description="open rejections by a "
+                                                    "client's portal, with the proposed rule")
     history: list[HistoryItem]
 
 
@@ -268,6 +274,7 @@ LIST_COLUMNS = (EntryRow.id, EntryRow.entry_uid, EntryRow.source_system, EntryRo
                 EntryRow.worst_severity, EntryRow.version, EntryRow.work_date, EntryRow.updated_at,
                 EntryRow.ledes_client_id, EntryRow.law_firm_matter_id, EntryRow.timekeeper_key,
                 EntryRow.timekeeper_name, EntryRow.hours_billed, EntryRow.rate, EntryRow.amount)
+PORTAL_SEPARATOR = "\x1e"  # between a list item's portal reasons (a reason may hold commas)
 SORTS = {"work_date": (EntryRow.work_date, False), "-work_date": (EntryRow.work_date, True),
          "updated_at": (EntryRow.updated_at, False), "-updated_at": (EntryRow.updated_at, True)}
 
@@ -314,6 +321,10 @@ def create_app(database_url: str | None = None, *, sessions: sessionmaker[Sessio
     async def _review_error(request: Request, exc: review.ReviewError) -> JSONResponse:
         return _error(exc.status, exc.code, exc.message)
 
+    @app.exception_handler(InvoiceError)
+    async def _invoice_error(request: Request, exc: InvoiceError) -> JSONResponse:
+        return _error(exc.status, exc.code, exc.message, [{"message": p} for p in exc.problems[:50]] or None)
+
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
         details = [{"where": ".".join(str(p) for p in e["loc"]), "message": e["msg"]} for e in exc.errors()]
@@ -325,6 +336,9 @@ def create_app(database_url: str | None = None, *, sessions: sessionmaker[Sessio
         return _error(exc.status_code, code, str(exc.detail))
 
     register_routes(app)
+    from api.invoice_routes import register_invoice_routes
+
+    register_invoice_routes(app)
     return app
 
 
@@ -347,7 +361,11 @@ def register_routes(app: FastAPI) -> None:
         rule_ids = (select(func.aggregate_strings(ViolationRow.rule_id, ","))
                     .where(ViolationRow.entry_id == EntryRow.id, ViolationRow.current.is_(True),
                            ViolationRow.rule_status == "active").scalar_subquery().label("rule_list"))
-        query = select(*LIST_COLUMNS, rule_ids).where(text(WAITING_SQL) if waiting else EntryRow.state.in_(states))
+        portal = (select(func.aggregate_strings(PortalRejection.reason, PORTAL_SEPARATOR))
+                  .where(PortalRejection.entry_id == EntryRow.id, PortalRejection.resolved_at.is_(None))
+                  .scalar_subquery().label("portal_list"))
+        query = select(*LIST_COLUMNS, rule_ids, portal).where(
+            text(WAITING_SQL) if waiting else EntryRow.state.in_(states))
         if client:
             query = query.where(or_(EntryRow.ledes_client_id == client, EntryRow.client_source_id == client))
         if matter:
@@ -380,7 +398,8 @@ def register_routes(app: FastAPI) -> None:
         more = len(rows) > limit
         rows = rows[:limit]
         items = [ReviewItem(**{**r._mapping, "timekeeper": r.timekeeper_key},
-                            rule_ids=sorted(set(r.rule_list.split(","))) if r.rule_list else [])
+                            rule_ids=sorted(set(r.rule_list.split(","))) if r.rule_list else [],
+                            portal_reasons=r.portal_list.split(PORTAL_SEPARATOR) if r.portal_list else [])
                  for r in rows]
         last = rows[-1] if rows else None
         next_cursor = _encode_cursor(sort, getattr(last, column.key), last.id) if more and last else None
@@ -399,6 +418,9 @@ def register_routes(app: FastAPI) -> None:
                                      severity=v.severity, rule_status=v.rule_status, title=v.title,
                                      message=v.message, evidence=v.evidence, adjustment=v.adjustment,
                                      contributing=v.contributing, references=v.references) for v in violations],
+            portal_rejections=[{"invoice_id": r.invoice_id, "line_number": r.line_number, "reason": r.reason,
+                                "reason_code": r.reason_code, "comment": r.comment, "proposal": r.proposal}
+                               for r in open_portal_rejections(session, entry_id)],
             history=[HistoryItem.model_validate(a, from_attributes=True) for a in review.history(session, entry_id)])
 
     @app.get("/v1/entries/{entry_id}", response_model=EntryDetail, responses=errors(404), tags=["review"])

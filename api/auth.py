@@ -25,6 +25,7 @@ class Role(StrEnum):
     ADMIN = "admin"
     RULE_AUTHOR = "rule_author"
     REVIEWER = "reviewer"
+    BILLER = "biller"
     CONNECTOR = "connector"
     VIEWER = "viewer"
 
@@ -34,6 +35,7 @@ READ = frozenset(Role)
 REVIEW = frozenset({Role.ADMIN, Role.REVIEWER})
 AUTHOR = frozenset({Role.ADMIN, Role.RULE_AUTHOR})
 INGEST = frozenset({Role.ADMIN, Role.CONNECTOR})
+BILL = frozenset({Role.ADMIN, Role.BILLER})
 
 
 def _hash(secret: str) -> str:

@@ -125,7 +125,8 @@ def test_the_queue_holds_every_state_waiting_for_review_by_default(world: World)
     assert item == {"id": world.ids["vague"], "entry_uid": "clio:us/1:vague", "source_system": "clio",
                     "source_id": "vague", "state": "in_review", "worst_severity": "warning", "version": 1,
                     "work_date": day(3), "ledes_client_id": "ACME01", "law_firm_matter_id": "2026-0099",
-                    "timekeeper": "user-vague", "timekeeper_name": "Okafor, Daniel", "rule_ids": ["ACME-NARR-002"]}
+                    "timekeeper": "user-vague", "timekeeper_name": "Okafor, Daniel", "rule_ids": ["ACME-NARR-002"],
+                    "portal_reasons": []}
 
 
 def test_the_queue_filters(world: World) -> None:
@@ -570,7 +571,10 @@ ROUTES = {("get", "/v1/review-items"), ("post", "/v1/review-items/bulk"), ("get"
           ("post", "/v1/entries/{entry_id}/reject"), ("post", "/v1/entries/{entry_id}/adjust"),
           ("post", "/v1/entries"), ("post", "/v1/rulesets"), ("get", "/v1/rulesets"),
           ("post", "/v1/rulesets/{version_id}/activate"), ("post", "/v1/rulesets/{version_id}/shadow"),
-          ("post", "/v1/rulesets/{version_id}/backtest")}
+          ("post", "/v1/rulesets/{version_id}/backtest"), ("post", "/v1/invoices"), ("get", "/v1/invoices"),
+          ("post", "/v1/invoices/preview"), ("get", "/v1/invoices/{ref}"), ("get", "/v1/invoices/{ref}/ledes"),
+          ("post", "/v1/invoices/{ref}/submit"), ("post", "/v1/invoices/{ref}/poll"),
+          ("post", "/v1/invoices/{ref}/void"), ("get", "/v1/entries/{entry_id}/portal-rejections")}
 
 
 def test_the_openapi_document_lists_every_route_and_its_errors(world: World) -> None:
@@ -588,7 +592,7 @@ def test_the_openapi_document_lists_every_route_and_its_errors(world: World) -> 
             assert responses[status]["content"]["application/json"]["schema"] == error_ref, (method, path, status)
         assert "API key" in responses["401"]["description"], (method, path)
         assert "200" in responses or "201" in responses
-        if "{entry_id}" in path or "{version_id}" in path:
+        if "{entry_id}" in path or "{version_id}" in path or "{ref}" in path:
             assert responses["404"]["content"]["application/json"]["schema"] == error_ref, (method, path)
     for action in ("approve", "reject", "adjust"):
         responses = spec["paths"][f"/v1/entries/{{entry_id}}/{action}"]["post"]["responses"]
