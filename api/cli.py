@@ -1,7 +1,8 @@
 """The ``ocgate`` command line.
 
 Exit codes: 0 fine; 1 the check found what it looks for (error-severity violations, failing rule
-tests); 2 the input could not be used (a malformed rule or entry file, a bad option).
+tests); 2 the input could not be used (a malformed rule or entry file, a bad option, an invoice that cannot
+be built); 75 a destination could not be reached (submit again later: nothing is sent twice).
 """
 
 from __future__ import annotations
@@ -18,11 +19,14 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, TextIO
 
+from api.cli_invoices import COMMANDS as INVOICE_COMMANDS
+from api.cli_invoices import CliError
 from engine.backends import DURABLE_AVAILABLE, BackendUnavailable, resolve_backend
 from engine.compiler import compile_ruleset
 from engine.entry_io import EntryFileError, read_entries, write_jsonl
 from engine.evaluate import Violation, evaluate
 from engine.features import EvaluationContext
+from engine.invoices import InvoiceError
 from engine.model import Entry
 from engine.ruleset import RuleSet, RuleSetError, load_file
 from engine.ruletests import discover, run_file
@@ -30,6 +34,7 @@ from engine.schema import ruleset_schema
 from engine.store.models import EntryState
 
 EXIT_OK, EXIT_FOUND, EXIT_BAD_INPUT = 0, 1, 2
+EXIT_TEMPFAIL = 75
 
 
 class UsageError(Exception):
@@ -89,7 +94,8 @@ def build_parser() -> argparse.ArgumentParser:
     keys = sub.add_parser("keys", help="API keys")
     keys_sub = keys.add_subparsers(dest="keys_command", required=True)
     create = keys_sub.add_parser("create", help="create a key (printed once; only a hash is stored)")
-    create.add_argument("--role", required=True, choices=["admin", "rule_author", "reviewer", "connector", "viewer"])
+    create.add_argument("--role", required=True,
+                        choices=["admin", "rule_author", "reviewer", "biller", "connector", "viewer"])
     create.add_argument("--name", required=True, help="who or what uses it (shown in the audit trail)")
     keys_sub.add_parser("list", help="list keys (never their secrets)")
     revoke = keys_sub.add_parser("revoke", help="revoke a key by its prefix")
@@ -102,6 +108,10 @@ def build_parser() -> argparse.ArgumentParser:
     queue = sub.add_parser("queue", help="what waits for review, by state and rule")
     queue.add_argument("--state", choices=[s.value for s in EntryState], default=None)
     queue.add_argument("--limit", type=int, default=20)
+
+    from api.cli_invoices import add_parsers
+
+    add_parsers(sub)
 
     sample = sub.add_parser("sample", help="write generated sample entries as JSON lines")
     sample.add_argument("--count", type=int, default=300)
@@ -133,9 +143,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             handler = COMMANDS[args.command]
         return handler(args)
-    except (UsageError, BackendUnavailable) as exc:
+    except (UsageError, BackendUnavailable, CliError) as exc:
         print(f"ocgate: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except InvoiceError as exc:
+        print(f"ocgate: {exc.message}", file=sys.stderr)
+        for problem in exc.problems[1:20]:
+            print(f"ocgate:   {problem}", file=sys.stderr)
+        # A destination that could not be reached: try again later (sysexits EX_TEMPFAIL); nothing is sent twice.
+        return EXIT_TEMPFAIL if getattr(exc, "retryable", False) else EXIT_BAD_INPUT
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:
@@ -488,7 +504,7 @@ def cmd_queue(args: argparse.Namespace) -> int:
 
 COMMANDS = {
     "validate": cmd_validate, "demo": cmd_demo, "sample": cmd_sample, "db": cmd_db, "rulesets": cmd_rulesets,
-    "ingest": cmd_ingest, "queue": cmd_queue, "keys": cmd_keys, "serve": cmd_serve,
+    "ingest": cmd_ingest, "queue": cmd_queue, "keys": cmd_keys, "serve": cmd_serve, **INVOICE_COMMANDS,
 }
 
 
