@@ -5,19 +5,28 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import json
+import os
 import sys
+from decimal import Decimal
 from pathlib import Path
 from typing import Any, TextIO
 
 import httpx
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session, sessionmaker
 
 from api.app import create_app
 from api.auth import Role, create_key
+from engine import invoices, review
 from engine.entry_io import read_entries
 from engine.features import EvaluationContext
+from engine.invoicing import FirmSettings
+from engine.ledes import Party
 from engine.pipeline import add_ruleset_version, ingest
 from engine.store.db import make_engine, session_factory, transaction, upgrade
-from engine.store.models import RuleSetStatus
+from engine.store.models import DestinationRow, EntryRow, RuleSetStatus, ViolationRow
+
+CENT = Decimal("0.01")
 
 
 def run_queue_demo(ruleset_file: Path, sample_file: Path, context: EvaluationContext, database: Path,
@@ -45,7 +54,102 @@ def run_queue_demo(ruleset_file: Path, sample_file: Path, context: EvaluationCon
     print(f"Ingesting the same file again: {again.unchanged} unchanged, {again.created} new, "
           f"{again.updated} changed (idempotent)", file=out)
     asyncio.run(_through_the_api(create_app(sessions=sessions), reviewer_key, out))
+    _invoices(sessions, context, database.parent / f"{database.stem}-invoices", out)
     engine.dispose()
+
+
+def _invoices(sessions: sessionmaker[Session], context: EvaluationContext, folder: Path, out: TextIO) -> None:
+    """Invoices for what is ready, a submission to a fake Legal Tracker on loopback, and its rejection back in
+    the queue."""
+    from connectors.legaltracker.fake import FakeRules, running_fake_portal
+
+    with transaction(sessions) as session:
+        # A reviewer writes one over-cap rate down to the cap: the invoice shows it as a line adjustment.
+        only_rate = (select(ViolationRow.entry_id).where(ViolationRow.current.is_(True),
+                                                          ViolationRow.rule_status == "active")
+                     .group_by(ViolationRow.entry_id).having(func.count() == 1,
+                                                             func.max(ViolationRow.rule_id) == "ACME-RATE-001"))
+        flagged = session.scalars(only_rate.join(EntryRow, EntryRow.id == ViolationRow.entry_id)
+                                  .where(EntryRow.state == "in_review").order_by(ViolationRow.entry_id)).first()
+        row = session.get(EntryRow, flagged)
+        cap = Decimal(str(row.record["rate"])) + Decimal((session.scalars(select(ViolationRow.adjustment).where(
+            ViolationRow.entry_id == flagged, ViolationRow.rule_id == "ACME-RATE-001",
+            ViolationRow.current.is_(True))).first() or {}).get("amount", "0")) / Decimal(row.record["hours_billed"])
+        review.adjust(session, row.id, expected_version=row.version, actor="demo:reviewer",
+                      reason="written down to the approved rate (OCG 4.1)", changes={"rate": cap.quantize(CENT)},
+                      context=context)
+        invoices.save_firm_settings(session, FirmSettings(law_firm_id="24-6437381", invoice_prefix="HM",
+                                                          firm=Party(name="Hale & Moss LLP", city="Chicago",
+                                                                     country="US")))
+        _, biller_key = create_key(session, name="demo biller", role=Role.BILLER)
+    print(f"\nEntry {row.id}: a reviewer wrote the rate down to {cap.quantize(CENT)} (the cap); it is now {row.state}",
+          file=out)
+    # The client's portal: its guidelines refuse photocopying (E101), which Acme's rule set does not block.
+    with running_fake_portal(FakeRules(blocked_expense_codes=frozenset({"E101"})),
+                             matters=["90311", "90017", "90042"]) as portal:
+        settings = {k: v for k, v in portal.client_settings().items() if k != "client_secret"}
+        settings.update(client_secret_env="OCGATE_DEMO_PORTAL_SECRET", max_attempts=2,
+                        matter_ids={"2025-0311": "90311", "2026-0017": "90017", "2026-0042": "90042"})
+        os.environ["OCGATE_DEMO_PORTAL_SECRET"] = portal.state.client_secret
+        with transaction(sessions) as session:
+            session.add(DestinationRow(name="acme-legaltracker", kind="legaltracker", settings=settings,
+                                       clients=["ACME01"], created_at=dt.datetime.now(dt.UTC)))
+        asyncio.run(_bill(create_app(sessions=sessions), biller_key, context, folder, portal.state, out))
+
+
+async def _bill(app: Any, key: str, context: EvaluationContext, folder: Path, portal: Any, out: TextIO) -> None:
+    headers = {"Authorization": f"Bearer {key}"}
+    folder.mkdir(parents=True, exist_ok=True)
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://ocgate.demo", headers=headers) as api:
+        print(f"\nInvoices for March 2026 (one per matter, as Acme's guidelines ask), LEDES files in {folder}:",
+              file=out)
+        numbers = []
+        for matter in ("2025-0311", "2026-0017", "2026-0042"):
+            built = await api.post("/v1/invoices", json={
+                "client_id": "ACME01", "period_start": str(context.period_start),
+                "period_end": str(context.period_end), "matters": [matter], "invoice_date": str(context.as_of)})
+            body = built.json()
+            if built.status_code != 201:
+                print(f"  {matter}: {built.status_code} {body['error']['message']}", file=out)
+                continue
+            numbers.append(body["number"])
+            adjusted = [ln for ln in body["lines"] if ln["review_adjustment"]]
+            ledes_file = await api.get(f"/v1/invoices/{body['number']}/ledes")
+            (folder / f"{body['number']}.txt").write_bytes(ledes_file.content)
+            print(f"  POST /v1/invoices -> {built.status_code}: {body['number']} matter {matter}, "
+                  f"{body['line_count']} lines, total {body['total']} USD"
+                  + (f"; line {adjusted[0]['line_number']} carries the reviewer's write-down "
+                     f"{adjusted[0]['review_adjustment']} as its LEDES adjustment" if adjusted else ""), file=out)
+        print("\nSubmitting to the client's e-billing portal (a fake Legal Tracker on loopback):", file=out)
+        for number in numbers:
+            sent = (await api.post(f"/v1/invoices/{number}/submit", json={})).json()
+            print(f"  POST /v1/invoices/{number}/submit -> {sent['portal_state']} (portal invoice "
+                  f"{sent['destination_ref']})", file=out)
+        again = await api.post(f"/v1/invoices/{numbers[0]}/submit", json={})
+        print(f"  submitting {numbers[0]} again -> {again.status_code}, still one invoice at the portal "
+              f"({len(portal.by_number(numbers[0]))})", file=out)
+        portal.advance()  # the client's reviewers pick the invoices up
+        portal.advance()  # and decide
+        print("\nPolling the portal:", file=out)
+        rejected: list[tuple[str, dict[str, Any]]] = []
+        for number in numbers:
+            polled = (await api.post(f"/v1/invoices/{number}/poll")).json()
+            print(f"  {number}: {polled['state']}", file=out)
+            rejected += [(number, r) for r in polled["applied"]]
+        for number, rejection in rejected:
+            print(f"  line {rejection['line_number']} of {number} rejected: \"{rejection['reason']}\" "
+                  f"({rejection['comment']}); entry {rejection['entry_id']} is back in the review queue", file=out)
+            proposal = rejection["proposal"] or {}
+            print(f"  proposal ({proposal.get('kind')}, verified: {proposal.get('verified')}): {proposal.get('why')}",
+                  file=out)
+            for line in (proposal.get("yaml") or "").splitlines():
+                print(f"      {line}", file=out)
+        queue = (await api.get("/v1/review-items", params={"limit": 500})).json()["items"]
+        back = [item for item in queue if item["portal_reasons"]]
+        for item in back:
+            print(f"\nGET /v1/review-items: entry {item['id']} ({item['work_date']}, {item['amount']} USD) waits "
+                  f"for a reviewer with the portal's reason: {'; '.join(item['portal_reasons'])}", file=out)
 
 
 async def _through_the_api(app: Any, key: str, out: TextIO) -> None:

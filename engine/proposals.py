@@ -38,7 +38,8 @@ REASON_TYPES: list[tuple[re.Pattern[str], str]] = [(re.compile(p, re.I), t) for 
     (r"\brate\b|rates\b", "rate_cap"),
     (r"vague|insufficient|inadequate|description|narrative|detail", "narrative"),
     (r"(missing|no|required|invalid) (utbms |task |activity |expense )?code", "required_codes"),
-    (r"task code|activity code|administrative|clerical|overhead|not billable|non[- ]?billable", "blocked_codes"),
+    (r"task code|activity code|administrative|clerical|overhead|not (billable|permitted|reimbursable)|"
+     r"non[- ]?(billable|reimbursable)", "blocked_codes"),
     (r"late|stale|older than|billed after|timely", "late_entry"),
     (r"timekeeper|staffing|not approved|unapproved", "approved_timekeepers"),
     (r"meal|hotel|lodging|mileage|copy|copies|expense|travel", "expense_cap"),
