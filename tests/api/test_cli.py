@@ -11,6 +11,7 @@ import pytest
 import yaml
 
 from api.cli import main
+from engine import ledes
 from engine.entry_io import read_entries, write_jsonl
 from engine.features import FIELD_TYPES
 from engine.ruleset import load_file
@@ -326,6 +327,18 @@ def test_demo(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     assert "One finding of each rule:" in out
     for rule in load_file(BUNDLED_RULES).rules:
         assert rule.id in out
+    # The invoice part: LEDES files, a submission to the fake portal, one line rejected and back in the queue.
+    assert re.search(r"POST /v1/invoices -> 201: HM000002 matter 2026-0017, \d+ lines, total [\d.]+ USD; line \d+ "
+                     r"carries the reviewer's write-down -[\d.]+ as its LEDES adjustment", out)
+    files = sorted(p.name for p in (tmp_path / "demo-invoices").iterdir())
+    assert files == ["HM000001.txt", "HM000002.txt", "HM000003.txt"]
+    for name in files:
+        assert ledes.parse((tmp_path / "demo-invoices" / name).read_text()).invoices[0].invoice_number == name[:-4]
+    assert "submitting HM000001 again -> 200, still one invoice at the portal (1)" in out
+    assert re.search(r'line \d+ of HM\d+ rejected: "Expense - Non-reimbursable expense"', out)
+    assert "proposal (tighten, verified: True): rule ACME-CODE-001 let this line pass" in out
+    assert re.search(r"GET /v1/review-items: entry \d+ .* waits for a reviewer with the portal's reason: Expense - "
+                     r"Non-reimbursable expense", out)
 
 
 def test_demo_backends_agree(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
