@@ -165,6 +165,7 @@ _CENT = _STEPS[2]
 MONEY_PLACES = 2
 UNITS_PLACES = 4  # at most; at least 2 are written
 RATE_PLACES = 10  # at most; at least 2 are written
+COST_PLACES = 4  # unit cost: 2 to 4 decimals (a 0.125 per-page copy rate; the validators accept up to 4)
 _LINE_LIMIT = Decimal(10) ** 10  # line amounts and units: at most 10 digits before the point
 _INVOICE_LIMIT = Decimal(10) ** 12  # invoice amounts: at most 12
 _CONTEXT = Context(prec=60)  # exact products and sums for every value the limits allow
@@ -471,6 +472,7 @@ def _check_invoice(inv: LedesInvoice, bi: bool) -> list[str]:
     seen: set[object] = set()
     reported_duplicates: set[object] = set()
     good_money: set[Decimal] = set()
+    good_cost: set[Decimal] = set()
     good_units: set[Decimal] = set()
     good_rates: set[Decimal] = set()
     line_sum = _ZERO
@@ -536,7 +538,7 @@ def _check_invoice(inv: LedesInvoice, bi: bool) -> list[str]:
         numbers_ok = True
         for name, value, good, places, required in (
                 ("LINE_ITEM_NUMBER_OF_UNITS", units, good_units, UNITS_PLACES, False),
-                ("LINE_ITEM_UNIT_COST", cost, good_money, MONEY_PLACES, False),
+                ("LINE_ITEM_UNIT_COST", cost, good_cost, COST_PLACES, False),
                 ("LINE_ITEM_ADJUSTMENT_AMOUNT", adj, good_money, MONEY_PLACES, True),
                 ("LINE_ITEM_TOTAL", total, good_money, MONEY_PLACES, True)):
             try:
@@ -728,6 +730,7 @@ class _Formats:
         self.money: dict[object, str] = {None: ""}
         self.units: dict[object, str] = {None: ""}
         self.rates: dict[object, str] = {None: ""}
+        self.costs: dict[object, str] = {None: ""}
         self.dates: dict[dt.date, str] = {}
 
     def money_str(self, value: Decimal | None) -> str:
@@ -745,7 +748,7 @@ class _Formats:
 
 def _records_1998b(invoices: list[LedesInvoice], out: list[str]) -> None:
     fm = _Formats()
-    money, units_cache, dates = fm.money, fm.units, fm.dates
+    money, units_cache, dates, costs = fm.money, fm.units, fm.dates, fm.costs
     append = out.append
     for inv in invoices:
         head = f"{fm.date_str(inv.invoice_date)}|{inv.invoice_number}|{inv.client_id}|"
@@ -762,9 +765,9 @@ def _records_1998b(invoices: list[LedesInvoice], out: list[str]) -> None:
             t = money.get(ln.total)
             if t is None:
                 t = money[ln.total] = _money_str(ln.total)
-            c = money.get(ln.unit_cost)
+            c = costs.get(ln.unit_cost)
             if c is None:
-                c = money[ln.unit_cost] = _money_str(ln.unit_cost)
+                c = costs[ln.unit_cost] = _places_str(ln.unit_cost, COST_PLACES)
             d = dates.get(ln.date)
             if d is None:
                 d = dates[ln.date] = _date_str(ln.date)
@@ -780,7 +783,7 @@ def _party_fields(party: Party) -> str:
 
 def _records_98bi(invoices: list[LedesInvoice], out: list[str]) -> None:
     fm = _Formats()
-    money, units_cache, rates, dates = fm.money, fm.units, fm.rates, fm.dates
+    money, units_cache, rates, dates, costs = fm.money, fm.units, fm.rates, fm.dates, fm.costs
     append = out.append
     for inv in invoices:
         head = f"{fm.date_str(inv.invoice_date)}|{inv.invoice_number}|{inv.client_id}|"
@@ -801,9 +804,9 @@ def _records_98bi(invoices: list[LedesInvoice], out: list[str]) -> None:
             t = money.get(ln.total)
             if t is None:
                 t = money[ln.total] = _money_str(ln.total)
-            c = money.get(ln.unit_cost)
+            c = costs.get(ln.unit_cost)
             if c is None:
-                c = money[ln.unit_cost] = _money_str(ln.unit_cost)
+                c = costs[ln.unit_cost] = _places_str(ln.unit_cost, COST_PLACES)
             d = dates.get(ln.date)
             if d is None:
                 d = dates[ln.date] = _date_str(ln.date)

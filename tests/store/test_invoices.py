@@ -175,11 +175,18 @@ def test_no_charge_lines_show_at_zero_and_unbillable_ones_are_left_out(sessions:
 
 def test_line_totals_add_up_to_the_cent_with_odd_rates(sessions: sessionmaker[Session]) -> None:
     setup(sessions, [entry("1", hours_billed="0.3", hours_worked="0.3", rate="333.33"),
-                     entry("2", hours_billed="0.7", hours_worked="0.7", rate="411.15", amount="287.81")])
-    written = ledes.parse(build(sessions).content).invoices[0]
-    assert [line.total for line in written.lines] == [Decimal("100.00"), Decimal("287.81")]
-    assert written.total == Decimal("387.81")
+                     entry("2", hours_billed="0.7", hours_worked="0.7", rate="411.15", amount="287.81"),
+                     expense("3", utbms_expense_code="E102", quantity="37", rate="0.125", amount=None,
+                             narrative="Outside printing of trial exhibits, 37 pages")])
+    content = build(sessions).content
+    written = ledes.parse(content).invoices[0]
+    assert [line.total for line in written.lines] == [Decimal("100.00"), Decimal("287.81"), Decimal("4.63")]
+    assert written.total == Decimal("392.44")
+    assert "|37.00|0.00|4.63|" in content and "|0.125|" in content  # a per-page rate keeps its third decimal
     assert ledes.check_invoice(written, "1998b") == []
+    from ledes_parser import get_parser  # the public validator takes it too
+
+    assert get_parser("LEDES98B").parse(content)
 
 
 def test_98bi_with_tax_for_a_client_that_needs_it(sessions: sessionmaker[Session]) -> None:
