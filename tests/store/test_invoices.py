@@ -319,3 +319,72 @@ def test_submitting_to_a_directory_is_idempotent_and_sidecar_rejections_come_bac
         review.approve(session, rows["2"].id, expected_version=rows["2"].version, actor="rita",
                        reason="client agreed by phone to the trial-day hours")
         assert invoices.open_portal_rejections(session, rows["2"].id) == []
+
+
+def _submitted(sessions: sessionmaker[Session], tmp_path: Path) -> tuple[InvoiceRow, DirectoryDrop, Path]:
+    folder = tmp_path / "out"
+    folder.mkdir()
+    drop = DirectoryDrop(folder)
+    invoice = build(sessions)
+    invoices.submit(sessions, invoice.id, drop, actor="bill")
+    return invoice, drop, folder
+
+
+def test_a_whole_invoice_rejected_sends_every_line_back_and_can_then_be_voided(
+        sessions: sessionmaker[Session], tmp_path: Path) -> None:
+    setup(sessions, [entry("1"), entry("2"), expense("3")])
+    invoice, drop, folder = _submitted(sessions, tmp_path)
+    (folder / f"{invoice.number}.rejections.json").write_text(json.dumps(
+        [{"line_number": None, "reason": "Invoice - Wrong matter number", "reason_code": "MATTER"}]))
+    result = invoices.poll(sessions, invoice.id, drop, actor="poller")
+    assert result.state == "rejected" and len(result.applied) == 3  # one record per entry sent back
+    with sessions() as session:
+        assert set(session.scalars(select(EntryRow.state))) == {"in_review"}
+        assert {r.reason for r in session.scalars(select(PortalRejection))} == {"Invoice - Wrong matter number"}
+    with transaction(sessions) as session:  # the portal holds nothing: it may be voided now
+        voided = invoices.void(session, invoice.id, actor="bill", reason="rejected by the portal; rebill")
+        assert voided.status == InvoiceStatus.VOID
+    with sessions() as session:  # the entries stay in review (voiding releases only what is still on it)
+        assert set(session.scalars(select(EntryRow.state))) == {"in_review"}
+
+
+def test_a_line_cut_keeps_the_entry_billed(sessions: sessionmaker[Session], tmp_path: Path) -> None:
+    setup(sessions, [entry("1"), entry("2", hours_billed="7.5", hours_worked="7.5")])
+    invoice, drop, folder = _submitted(sessions, tmp_path)
+    (folder / f"{invoice.number}.rejections.json").write_text(json.dumps(
+        [{"line_number": 2, "reason": "Fee - Excessive time", "amount": "-1387.50",
+          "comment": "at most 6 hours per entry"}]))
+    [cut] = invoices.poll(sessions, invoice.id, drop, actor="poller").applied
+    assert (cut.kind, cut.amount, cut.resolved_at is not None) == ("cut", Decimal("-1387.50"), True)
+    with sessions() as session:
+        assert set(session.scalars(select(EntryRow.state))) == {"invoiced"}  # billing it again would bill twice
+        line = session.scalar(select(InvoiceLine).where(InvoiceLine.line_number == 2))
+        assert line.state == "cut"
+        assert review.history(session, cut.entry_id)[-1].action == "portal_cut"
+
+
+def test_a_rejection_naming_a_line_the_invoice_lacks_is_kept_not_lost(
+        sessions: sessionmaker[Session], tmp_path: Path) -> None:
+    setup(sessions, [entry("1")])
+    invoice, drop, folder = _submitted(sessions, tmp_path)
+    (folder / f"{invoice.number}.rejections.json").write_text(json.dumps([{"line_number": 9, "reason": "Odd"}]))
+    [kept] = invoices.poll(sessions, invoice.id, drop, actor="poller").applied
+    assert (kept.entry_id, kept.line_number, kept.proposal["kind"]) == (None, 9, "none")
+    with sessions() as session:
+        assert session.scalar(select(EntryRow.state)) == "invoiced"
+
+
+def test_a_destination_that_refuses_outright_leaves_a_draft(sessions: sessionmaker[Session], tmp_path: Path) -> None:
+    setup(sessions, [entry("1")])
+    invoice = build(sessions)
+    folder = tmp_path / "out"
+    folder.mkdir()
+    (folder / f"{invoice.number}.txt").write_text("someone else's invoice under our number")
+    with pytest.raises(invoices.DestinationFailed) as failed:
+        invoices.submit(sessions, invoice.id, DirectoryDrop(folder), actor="bill")
+    assert not failed.value.retryable and failed.value.status == 502
+    with sessions() as session:
+        stored = invoices.get(session, invoice.id)
+        assert (stored.status, bool(stored.last_error)) == ("draft", True)
+        assert [e.action for e in invoices.events(session, invoice.id)] == ["built", "submit_started",
+                                                                            "submit_failed"]
