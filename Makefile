@@ -34,6 +34,7 @@ lint: $(TSTAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.engine_bench
+	$(BIN)/python -m bench.ledes_bench
 
 sample: $(STAMP)
 	$(BIN)/ocgate sample --count 300 --seed 7 -o engine/data/samples/acme-2026-03.jsonl

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import and_, insert, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from engine import ledes
@@ -203,7 +203,12 @@ def _units_and_cost(entry: Entry) -> tuple[Decimal | None, Decimal | None]:
 
 
 def _text(value: str | None, label: str, notes: list[str], max_length: int | None = None) -> str:
-    clean, changes = ledes.sanitize(value or "", max_length=max_length)
+    if not value:
+        return ""
+    if (value.isascii() and value.isprintable() and "|" not in value and "[]" not in value and "  " not in value
+            and value[0] != " " and value[-1] != " " and (max_length is None or len(value) <= max_length)):
+        return value  # nothing to change (the common case): skip sanitize()
+    clean, changes = ledes.sanitize(value, max_length=max_length)
     notes.extend(f"{label}: {change}" for change in changes)
     return clean
 
@@ -214,7 +219,7 @@ def _timekeeper_name(entry: Entry) -> str:
     return entry.timekeeper_name or ""
 
 
-def _entry_line(number: int, row: EntryRow, profile: InvoicingProfile, fmt: str,
+def _entry_line(number: int, row: Any, profile: InvoicingProfile, fmt: str,
                 problems: list[str]) -> tuple[ledes.LedesLine, LineMeta] | None:
     entry = Entry.model_validate(row.record)
     source = Entry.model_validate(row.source_record) if row.source_record else None
@@ -302,15 +307,17 @@ def _discount_lines(start: int, lines: list[ledes.LedesLine], profile: Invoicing
     return out
 
 
-def _candidates(session: Session, request: BuildRequest) -> list[EntryRow]:
-    query = select(EntryRow).where(
+def _candidates(session: Session, request: BuildRequest) -> list[Any]:
+    """The ready entries of the request (only the columns building needs, not ORM objects)."""
+    query = select(EntryRow.id, EntryRow.version, EntryRow.entry_uid, EntryRow.record, EntryRow.source_record,
+                   EntryRow.law_firm_matter_id, EntryRow.client_matter_id).where(
         EntryRow.state == EntryState.READY,
         or_(EntryRow.ledes_client_id == request.client_id, EntryRow.client_source_id == request.client_id),
         EntryRow.work_date >= request.period_start, EntryRow.work_date <= request.period_end)
     if request.matters:
         query = query.where(or_(EntryRow.law_firm_matter_id.in_(request.matters),
                                 EntryRow.client_matter_id.in_(request.matters)))
-    return list(session.scalars(query.order_by(EntryRow.law_firm_matter_id, EntryRow.entry_kind.desc(),
+    return list(session.execute(query.order_by(EntryRow.law_firm_matter_id, EntryRow.entry_kind.desc(),
                                                EntryRow.work_date, EntryRow.id)))
 
 
@@ -436,12 +443,13 @@ def build(session: Session, request: BuildRequest, *, actor: str) -> InvoiceRow:
     invoice.content = ledes.write([final], draft.format)
     invoice.sha256 = _sha(invoice.content)
     _lock(session, invoice, draft, actor, now)
-    session.add_all(InvoiceLine(
-        invoice_id=invoice.id, line_number=ln.line_number, kind=ln.kind, entry_id=meta.entry_id,
-        entry_version=meta.entry_version, law_firm_matter_id=ln.law_firm_matter_id, units=ln.units,
-        unit_cost=ln.unit_cost, adjustment=ln.adjustment, review_adjustment=meta.review_adjustment,
-        tax_total=ln.tax_total, total=ln.total, state="billed", notes=meta.notes)
-        for ln, meta in zip(draft.invoice.lines, draft.metas, strict=True))
+    rows = [dict(invoice_id=invoice.id, line_number=ln.line_number, kind=ln.kind, entry_id=meta.entry_id,
+                 entry_version=meta.entry_version, law_firm_matter_id=ln.law_firm_matter_id, units=ln.units,
+                 unit_cost=ln.unit_cost, adjustment=ln.adjustment, review_adjustment=meta.review_adjustment,
+                 tax_total=ln.tax_total, total=ln.total, state="billed", notes=meta.notes)
+            for ln, meta in zip(draft.invoice.lines, draft.metas, strict=True)]
+    for start in range(0, len(rows), CHUNK):
+        session.execute(insert(InvoiceLine), rows[start:start + CHUNK])
     _event(session, invoice, "built", actor, total=str(invoice.total), lines=invoice.line_count,
            sha256=invoice.sha256, notes=draft.notes)
     session.flush()
