@@ -81,6 +81,8 @@ def add_parsers(sub: Any) -> None:
     status.add_argument("invoice", nargs="?", help="id or number; without it, list recent invoices")
     status.add_argument("--no-poll", action="store_true", help="show what is stored without asking the destination")
     status.add_argument("--client")
+    status.add_argument("--all", action="store_true", help="poll every submitted invoice whose outcome is not known "
+                                                          "yet (run it from cron)")
     status.add_argument("--actor", default="cli")
     void = inv_sub.add_parser("void", help="void a draft or rejected invoice and release its entries")
     void.add_argument("invoice")
@@ -231,6 +233,8 @@ def cmd_invoice(args: argparse.Namespace) -> int:
             print(f"invoice {row.number} void; its entries are ready to bill again")
         return 0
     # status
+    if args.all:
+        return _poll_all(sessions, args)
     if not args.invoice:
         from sqlalchemy import select
 
@@ -261,6 +265,37 @@ def cmd_invoice(args: argparse.Namespace) -> int:
                 print(f"    proposal ({proposal['kind']}): {proposal['why']}")
     _summary(row)
     return 0
+
+
+def _poll_all(sessions: Any, args: argparse.Namespace) -> int:
+    """Poll each submitted invoice still waiting for an outcome; one destination's failure stops no other."""
+    from sqlalchemy import select
+
+    from engine import invoices
+    from engine.store.models import InvoiceRow, InvoiceStatus
+
+    final = ("delivered", "approved", "adjusted", "rejected", "paid")
+    with sessions() as session:
+        query = select(InvoiceRow.id, InvoiceRow.number).where(
+            InvoiceRow.status == InvoiceStatus.SUBMITTED, InvoiceRow.portal_state.not_in(final)).order_by(InvoiceRow.id)
+        if args.client:
+            query = query.where(InvoiceRow.client_id == args.client)
+        waiting = list(session.execute(query))
+    failed = 0
+    for invoice_id, number in waiting:
+        try:
+            with sessions() as session:
+                row = invoices.get(session, invoice_id)
+                target = _open(session, row, row.destination)
+            result = invoices.poll(sessions, invoice_id, target, actor=args.actor)
+            sent_back = sum(1 for r in result.applied if r.kind == "rejected" and r.entry_id)
+            print(f"{number}: {result.state}" + (f"; {sent_back} entries back in the review queue" if sent_back
+                                                  else ""))
+        except (invoices.InvoiceError, CliError) as exc:
+            failed += 1
+            print(f"{number}: not polled: {getattr(exc, 'message', exc)}", file=sys.stderr)
+    print(f"{len(waiting)} invoices polled, {failed} failed")
+    return 75 if failed else 0
 
 
 def _summary(row: Any) -> None:

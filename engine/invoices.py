@@ -43,6 +43,7 @@ from engine.store.models import (
 )
 
 CENT = Decimal("0.01")
+SUBMIT_LEASE = dt.timedelta(minutes=30)  # longer than a destination's retries take (Legal Tracker: about 10 min)
 ZERO = Decimal("0.00")
 CHUNK = 1000
 
@@ -590,19 +591,33 @@ def submit(sessions: sessionmaker[Session], invoice_id: int | str, destination: 
         if invoice.status == InvoiceStatus.SUBMITTING and invoice.destination not in (None, destination.name):
             raise InvoiceStateError(f"invoice {invoice.number} is being submitted to {invoice.destination}")
         resuming = invoice.status == InvoiceStatus.SUBMITTING
-        invoice.status, invoice.destination = InvoiceStatus.SUBMITTING, destination.name
+        # Claim the submission: of two requests at once, one sends and the other is told to wait. A claim left
+        # by a crash expires with its lease.
+        now = dt.datetime.now(dt.UTC)
+        claimed = session.execute(
+            update(InvoiceRow).where(InvoiceRow.id == invoice.id, InvoiceRow.status == invoice.status, or_(
+                InvoiceRow.submit_lease_until.is_(None), InvoiceRow.submit_lease_until < now))
+            .values(status=InvoiceStatus.SUBMITTING, destination=destination.name,
+                    submit_lease_until=now + SUBMIT_LEASE).execution_options(synchronize_session=False)).rowcount
+        if claimed != 1:
+            raise InvoiceStateError(f"invoice {invoice.number} is being submitted by another request; ask again "
+                                    "in a few minutes")
         _event(session, invoice, "submit_resumed" if resuming else "submit_started", actor,
                destination=destination.name)
         number, fmt, content, sha = invoice.number, invoice.format, invoice.content, invoice.sha256
     package = destination.build(ledes.parse(content).invoices[0], fmt)
     if package.sha256 != hashlib.sha256(content.encode("utf-8")).hexdigest() or _sha(content) != sha:
-        raise InvalidInvoice(f"invoice {number}: the file {destination.name} would send differs from the stored one")
+        message = f"invoice {number}: the file {destination.name} would send differs from the stored one"
+        with transaction(sessions) as session:
+            invoice = get(session, invoice_id)
+            invoice.status, invoice.submit_lease_until, invoice.last_error = InvoiceStatus.DRAFT, None, message
+        raise InvalidInvoice(message)
     try:
         receipt = destination.submit(package)
     except DestinationError as exc:
         with transaction(sessions) as session:
             invoice = get(session, invoice_id)
-            invoice.last_error = str(exc)
+            invoice.last_error, invoice.submit_lease_until = str(exc), None
             if not exc.retryable:
                 invoice.status = InvoiceStatus.DRAFT  # refused outright: it is not at the destination
             _event(session, invoice, "submit_failed", actor, error=str(exc), retryable=exc.retryable)
@@ -610,6 +625,7 @@ def submit(sessions: sessionmaker[Session], invoice_id: int | str, destination: 
     with transaction(sessions) as session:
         invoice = get(session, invoice_id)
         invoice.status, invoice.destination_ref = InvoiceStatus.SUBMITTED, receipt.reference
+        invoice.submit_lease_until = None
         invoice.portal_state, invoice.last_error = str(receipt.state), None
         invoice.submitted_at = receipt.at or dt.datetime.now(dt.UTC)
         _event(session, invoice, "submitted", actor, destination=destination.name, reference=receipt.reference,

@@ -358,6 +358,8 @@ class InvoiceRow(Base):
     destination_ref: Mapped[str | None] = mapped_column(String(200))
     portal_state: Mapped[str | None] = mapped_column(String(20))
     submitted_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime)
+    # While a submission runs, no other may start: a lease, so that one left by a crash expires.
+    submit_lease_until: Mapped[dt.datetime | None] = mapped_column(UtcDateTime)
     polled_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime)
     last_error: Mapped[str | None] = mapped_column(Text)
     created_by: Mapped[str] = mapped_column(String(120))

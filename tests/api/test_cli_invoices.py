@@ -67,6 +67,8 @@ def test_build_submit_to_a_directory_and_void(capsys: pytest.CaptureFixture[str]
     assert code == 0 and "submitted at acme-drop (delivered)" in out
     code, out, _ = cli(capsys, "invoice", "status")
     assert code == 0 and "HM000001" in out
+    code, out, _ = cli(capsys, "invoice", "status", "--all")  # a folder's outcome is known at once: nothing waits
+    assert code == 0 and "0 invoices polled, 0 failed" in out
     code, _, err = cli(capsys, "invoice", "void", "HM000001", "--reason", "oops")
     assert code == 2 and "withdraw it there first" in err
     code, out, _ = cli(capsys, "invoice", "build", *MARCH, "--matter", "2026-0042")
@@ -100,3 +102,25 @@ def test_an_unreachable_portal_exits_75(capsys: pytest.CaptureFixture[str], data
     assert code == 75 and "lt:" in err
     code, out, _ = cli(capsys, "invoice", "status", "INV000001", "--no-poll")
     assert "submitting at lt" in out and "last error" in out
+
+
+def test_status_all_polls_what_waits_at_a_portal(capsys: pytest.CaptureFixture[str], database: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    from connectors.legaltracker.fake import FakeRules, running_fake_portal
+
+    with running_fake_portal(FakeRules(blocked_expense_codes=frozenset({"E101"})), auto_advance=True) as portal:
+        settings = {k: v for k, v in portal.client_settings().items() if k != "client_secret"}
+        monkeypatch.setenv("OCGATE_LEGALTRACKER_SECRET", portal.state.client_secret)
+        options = [x for key, value in settings.items() for x in ("--set", f"{key}={value}")]
+        assert cli(capsys, "destinations", "add", "lt", "--kind", "legaltracker", "--client", "ACME01", *options,
+                   "--set", 'matter_ids={"2025-0311": 1, "2026-0017": 2, "2026-0042": 3}')[0] == 0
+        for matter in ("2025-0311", "2026-0017", "2026-0042"):
+            assert cli(capsys, "invoice", "build", *MARCH, "--matter", matter)[0] == 0
+        for number in ("INV000001", "INV000002", "INV000003"):
+            assert cli(capsys, "invoice", "submit", number)[0] == 0
+        code, out, _ = cli(capsys, "invoice", "status", "--all")  # received -> pending
+        assert code == 0 and "3 invoices polled, 0 failed" in out and "under_review" in out
+        code, out, _ = cli(capsys, "invoice", "status", "--all")  # pending -> decided
+        assert code == 0 and "1 entries back in the review queue" in out
+        code, out, _ = cli(capsys, "invoice", "status", "--all")  # every outcome known: nothing left to poll
+        assert "0 invoices polled" in out

@@ -388,3 +388,23 @@ def test_a_destination_that_refuses_outright_leaves_a_draft(sessions: sessionmak
         assert (stored.status, bool(stored.last_error)) == ("draft", True)
         assert [e.action for e in invoices.events(session, invoice.id)] == ["built", "submit_started",
                                                                             "submit_failed"]
+
+
+def test_two_submissions_at_once_send_once(sessions: sessionmaker[Session], tmp_path: Path) -> None:
+    setup(sessions, [entry("1")])
+    invoice = build(sessions)
+    folder = tmp_path / "out"
+    folder.mkdir()
+    drop = DirectoryDrop(folder)
+    soon = dt.datetime.now(dt.UTC) + dt.timedelta(minutes=5)
+    with transaction(sessions) as session:  # another request claimed it and is sending right now
+        claimed = invoices.get(session, invoice.id)
+        claimed.status, claimed.destination, claimed.submit_lease_until = "submitting", "directory", soon
+    with pytest.raises(invoices.InvoiceStateError, match="being submitted by another request"):
+        invoices.submit(sessions, invoice.id, drop, actor="bill")
+    assert list(folder.iterdir()) == []
+    with transaction(sessions) as session:  # that request died: its lease runs out, and submitting resumes
+        invoices.get(session, invoice.id).submit_lease_until = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=1)
+    done = invoices.submit(sessions, invoice.id, drop, actor="bill")
+    assert (done.status, done.submit_lease_until) == ("submitted", None)
+    assert [p.name for p in folder.iterdir()] == [f"{invoice.number}.txt"]

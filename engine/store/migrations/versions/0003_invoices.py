@@ -55,6 +55,7 @@ def upgrade() -> None:
     sa.Column('destination_ref', sa.String(length=200), nullable=True),
     sa.Column('portal_state', sa.String(length=20), nullable=True),
     sa.Column('submitted_at', engine.store.models.UtcDateTime(timezone=True), nullable=True),
+    sa.Column('submit_lease_until', engine.store.models.UtcDateTime(timezone=True), nullable=True),
     sa.Column('polled_at', engine.store.models.UtcDateTime(timezone=True), nullable=True),
     sa.Column('last_error', sa.Text(), nullable=True),
     sa.Column('created_by', sa.String(length=120), nullable=False),
