@@ -33,6 +33,24 @@ def _setting(text: str) -> tuple[str, Any]:
         return key, value
 
 
+def _discount(text: str) -> Any:
+    from decimal import Decimal, InvalidOperation
+
+    from engine.invoicing import Discount
+
+    parts = text.split(":")
+    if len(parts) not in (3, 4) or parts[0] not in ("fees", "expenses") or not parts[2].strip():
+        raise argparse.ArgumentTypeError(f"{text!r}: write fees:5%:Text, or expenses:100:Text:E101")
+    value = parts[1].strip()
+    try:
+        number = Decimal(value.rstrip("%"))
+    except InvalidOperation:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a number or a percent") from None
+    percent, amount = (number, None) if value.endswith("%") else (None, number)
+    return Discount(kind=parts[0], description=parts[2].strip(), percent=percent, amount=amount,
+                    expense_code=parts[3].strip().upper() if len(parts) == 4 else None)
+
+
 def add_parsers(sub: Any) -> None:
     firm = sub.add_parser("firm", help="the firm's identity on invoices (LEDES law firm id, name, number prefix)")
     firm_sub = firm.add_subparsers(dest="firm_command", required=True)
@@ -68,6 +86,9 @@ def add_parsers(sub: Any) -> None:
         p.add_argument("--number", help="invoice number (letters and digits; default: prefix and sequence)")
         p.add_argument("--format", choices=FORMATS, help="override the client's LEDES format")
         p.add_argument("--description", help="INVOICE_DESCRIPTION")
+        p.add_argument("--discount", type=_discount, action="append", default=[], metavar="KIND:VALUE:TEXT[:CODE]",
+                       help="a one-off discount line, e.g. fees:5%%:Courtesy discount or "
+                            "expenses:100:Credit on copies:E101 (repeat)")
         p.add_argument("--output", "-o", type=Path, help="also write the LEDES file here")
         p.add_argument("--actor", default="cli")
     show = inv_sub.add_parser("show", help="an invoice's lines, events and rejections")
@@ -160,7 +181,7 @@ def _request(args: argparse.Namespace) -> Any:
 
     return BuildRequest(client_id=args.client, period_start=args.start, period_end=args.end,
                         matters=tuple(args.matter), invoice_date=args.date, number=args.number,
-                        description=args.description, format=args.format)
+                        description=args.description, format=args.format, discounts=tuple(args.discount))
 
 
 def _money(value: Any) -> str:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 from decimal import Decimal
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import FastAPI, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
@@ -21,9 +21,18 @@ from api.auth import BILL, Caller
 from connectors.destinations.base import DestinationError
 from connectors.destinations.registry import open_destination
 from engine import invoices
+from engine.invoicing import Discount
 from engine.store.models import EntryRow, InvoiceRow, InvoiceStatus, PortalRejection
 
 Biller = Annotated[Caller, allow(BILL)]
+
+
+class DiscountIn(BaseModel):
+    kind: Literal["fees", "expenses"]
+    description: str = Field(min_length=1)
+    percent: Decimal | None = Field(default=None, description="of the fee or expense subtotal")
+    amount: Decimal | None = Field(default=None, description="a fixed credit, as a positive number")
+    expense_code: str | None = Field(default=None, description="required on an expense discount (IE line)")
 
 
 class BuildIn(BaseModel):
@@ -37,12 +46,17 @@ class BuildIn(BaseModel):
                                                          "sequence")
     description: str | None = None
     format: str | None = Field(default=None, description="1998b or 98bi; default: the client's profile")
+    discounts: list[DiscountIn] = Field(default_factory=list, description="one-off invoice-level discounts (IF/IE "
+                                                                          "lines), after the client's own")
 
     def request(self) -> invoices.BuildRequest:
         return invoices.BuildRequest(client_id=self.client_id, period_start=self.period_start,
                                      period_end=self.period_end, matters=tuple(self.matters),
                                      invoice_date=self.invoice_date, number=self.number,
-                                     description=self.description, format=self.format)
+                                     description=self.description, format=self.format,
+                                     discounts=tuple(Discount(kind=d.kind, description=d.description,
+                                                              percent=d.percent, amount=d.amount,
+                                                              expense_code=d.expense_code) for d in self.discounts))
 
 
 class LineOut(BaseModel):

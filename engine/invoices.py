@@ -23,7 +23,7 @@ from sqlalchemy import and_, insert, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from engine import ledes
-from engine.invoicing import ALNUM, FirmSettings, InvoicingProfile, classification, parse_profile
+from engine.invoicing import ALNUM, Discount, FirmSettings, InvoicingProfile, classification, parse_profile
 from engine.model import Entry, EntryKind, FeeBasis
 from engine.pipeline import active_versions, load_version, reevaluate
 from engine.ruleset import RuleSet
@@ -142,6 +142,7 @@ class BuildRequest:
     number: str | None = None
     description: str | None = None
     format: str | None = None  # overrides the client's profile
+    discounts: tuple[Discount, ...] = ()  # one-off invoice-level discounts, after the profile's own
 
 
 @dataclass
@@ -281,10 +282,10 @@ def _entry_line(number: int, row: Any, profile: InvoicingProfile, fmt: str,
 
 
 def _discount_lines(start: int, lines: list[ledes.LedesLine], profile: InvoicingProfile, fmt: str,
-                    end: dt.date) -> list[tuple[ledes.LedesLine, LineMeta]]:
+                    end: dt.date, extra: Sequence[Discount] = ()) -> list[tuple[ledes.LedesLine, LineMeta]]:
     out = []
     first = lines[0]
-    for discount in profile.discounts:
+    for discount in (*profile.discounts, *extra):
         kind = "F" if discount.kind == "fees" else "E"
         subtotal = sum((ln.units * ln.unit_cost + ln.adjustment for ln in lines  # type: ignore[operator]
                         if ln.kind == kind), ZERO)
@@ -306,6 +307,19 @@ def _discount_lines(start: int, lines: list[ledes.LedesLine], profile: Invoicing
             tax_type=profile.tax_type if tax_rate is not None else "")
         out.append((line, LineMeta(None, None, None, notes)))
     return out
+
+
+def discount_problems(discount: Discount) -> list[str]:
+    """What is wrong with a one-off discount (the profile's are checked with the rule set)."""
+    from engine.invoicing import profile_problems
+
+    data: dict[str, Any] = {"kind": discount.kind, "description": discount.description}
+    if discount.kind not in ("fees", "expenses"):
+        return [f"a discount is on fees or expenses, not {discount.kind!r}"]
+    for key in ("percent", "amount", "expense_code"):
+        if getattr(discount, key) is not None:
+            data[key] = getattr(discount, key)
+    return [f"discount: {p.message}" for p in profile_problems({"discounts": [data]})]
 
 
 def _candidates(session: Session, request: BuildRequest) -> list[Any]:
@@ -369,7 +383,11 @@ def prepare(session: Session, request: BuildRequest) -> Draft:
             built.append(made)
     if problems:
         raise InvalidInvoice(f"{len(problems)} entries cannot be billed: {problems[0]}", problems)
-    built += _discount_lines(len(built) + 1, [ln for ln, _ in built], profile, fmt, request.period_end)
+    problems = [p for d in request.discounts for p in discount_problems(d)]
+    if problems:
+        raise InvalidInvoice(problems[0], problems)
+    built += _discount_lines(len(built) + 1, [ln for ln, _ in built], profile, fmt, request.period_end,
+                             request.discounts)
     lines = tuple(ln for ln, _ in built)
     total = sum((ln.total for ln in lines), ZERO)
     notes: list[str] = []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -45,6 +46,12 @@ def test_build_submit_to_a_directory_and_void(capsys: pytest.CaptureFixture[str]
     assert code == 2 and "takes one matter per invoice; choose one of: 2025-0311, 2026-0017, 2026-0042" in err
     code, out, _ = cli(capsys, "invoice", "preview", *MARCH, "--matter", "2026-0017")
     assert code == 0 and "nothing stored" in out
+    code, out, _ = cli(capsys, "invoice", "preview", *MARCH, "--matter", "2026-0017", "--discount",
+                       "fees:2%:Courtesy discount")
+    assert code == 0 and re.search(r" IF .*Courtesy discount", out)
+    with pytest.raises(SystemExit) as exited:  # argparse refuses it, with its usage line
+        main(["invoice", "preview", *MARCH, "--discount", "fees:lots:x"])
+    assert exited.value.code == 2 and "not a number or a percent" in capsys.readouterr().err
     written = tmp_path / "hm1.txt"
     code, out, _ = cli(capsys, "invoice", "build", *MARCH, "--matter", "2026-0017", "--date", "2026-04-06",
                        "-o", str(written))

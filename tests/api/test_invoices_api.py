@@ -95,6 +95,18 @@ def test_billers_build_and_anyone_reads(billing: Billing) -> None:
         assert download.content == session.get(InvoiceRow, body["id"]).content.encode()
 
 
+def test_a_one_off_discount_is_an_if_line(billing: Billing) -> None:
+    refused = billing.call("POST", "/v1/invoices/preview", json={
+        **BUILD, "discounts": [{"kind": "fees", "description": "x", "percent": "5", "amount": "3"}]})
+    assert refused.status_code == 422 and "either percent or amount" in refused.json()["error"]["message"]
+    built = billing.call("POST", "/v1/invoices", json={
+        **BUILD, "discounts": [{"kind": "fees", "description": "Courtesy discount 5%", "percent": "5"}]})
+    assert built.status_code == 201, built.text
+    last = built.json()["lines"][-1]
+    assert (last["kind"], last["total"], last["units"]) == ("IF", "-208.13", None)
+    assert built.json()["total"] == "3954.37"
+
+
 def test_invoice_errors_are_json_with_stable_codes(billing: Billing) -> None:
     assert billing.call("GET", "/v1/invoices/NOPE1").json()["error"]["code"] == "not_found"
     everything = billing.call("POST", "/v1/invoices", json={**BUILD, "matters": []})

@@ -408,3 +408,18 @@ def test_two_submissions_at_once_send_once(sessions: sessionmaker[Session], tmp_
     done = invoices.submit(sessions, invoice.id, drop, actor="bill")
     assert (done.status, done.submit_lease_until) == ("submitted", None)
     assert [p.name for p in folder.iterdir()] == [f"{invoice.number}.txt"]
+
+
+def test_one_off_discounts_follow_the_profiles_and_are_checked(sessions: sessionmaker[Session]) -> None:
+    from engine.invoicing import Discount
+
+    setup(sessions, [entry("1"), expense("2")])
+    bad = invoices.BuildRequest(**{**MARCH.__dict__, "discounts": (Discount(kind="expenses", description="credit",
+                                                                            amount=Decimal("5")),)})
+    with pytest.raises(invoices.InvalidInvoice, match="needs an expense_code"):
+        build(sessions, bad)
+    request = invoices.BuildRequest(**{**MARCH.__dict__, "discounts": (
+        Discount(kind="fees", description="Courtesy discount", percent=Decimal("10")),
+        Discount(kind="expenses", description="Credit on lunch", amount=Decimal("100"), expense_code="E111"))})
+    lines = ledes.parse(build(sessions, request).content).invoices[0].lines
+    assert [(ln.kind, ln.total) for ln in lines[2:]] == [("IF", Decimal("-138.75")), ("IE", Decimal("-42.50"))]
