@@ -746,34 +746,44 @@ class _Formats:
         return text
 
 
+def _invoice_parts(fm: _Formats, inv: LedesInvoice) -> tuple[str, str, str]:
+    """The invoice-level fields around each record's matter id and line fields (formatted once per invoice)."""
+    head = f"{fm.date_str(inv.invoice_date)}|{inv.invoice_number}|{inv.client_id}|"
+    middle = (f"|{fm.money_str(inv.total)}|{fm.date_str(inv.billing_start)}|{fm.date_str(inv.billing_end)}|"
+              f"{inv.description}|")
+    return head, middle, f"|{inv.law_firm_id}|"
+
+
+def _record_1998b(fm: _Formats, head: str, middle: str, firm: str, ln: LedesLine) -> str:
+    """The 24 fields of a line, without the terminator (98BI records start with the same 24)."""
+    u = fm.units.get(ln.units)
+    if u is None:
+        u = fm.units[ln.units] = _places_str(ln.units, UNITS_PLACES)  # type: ignore[arg-type]
+    money = fm.money
+    a = money.get(ln.adjustment)
+    if a is None:
+        a = money[ln.adjustment] = _money_str(ln.adjustment)
+    t = money.get(ln.total)
+    if t is None:
+        t = money[ln.total] = _money_str(ln.total)
+    c = fm.costs.get(ln.unit_cost)
+    if c is None:
+        c = fm.costs[ln.unit_cost] = _places_str(ln.unit_cost, COST_PLACES)  # type: ignore[arg-type]
+    d = fm.dates.get(ln.date)
+    if d is None:
+        d = fm.dates[ln.date] = _date_str(ln.date)
+    return (f"{head}{ln.law_firm_matter_id}{middle}{ln.line_number}|{ln.kind}|{u}|{a}|{t}|{d}|{ln.task_code}|"
+            f"{ln.expense_code}|{ln.activity_code}|{ln.timekeeper_id}|{ln.description}{firm}{c}|"
+            f"{ln.timekeeper_name}|{ln.timekeeper_classification}|{ln.client_matter_id}")
+
+
 def _records_1998b(invoices: list[LedesInvoice], out: list[str]) -> None:
     fm = _Formats()
-    money, units_cache, dates, costs = fm.money, fm.units, fm.dates, fm.costs
     append = out.append
     for inv in invoices:
-        head = f"{fm.date_str(inv.invoice_date)}|{inv.invoice_number}|{inv.client_id}|"
-        middle = (f"|{fm.money_str(inv.total)}|{fm.date_str(inv.billing_start)}|{fm.date_str(inv.billing_end)}|"
-                  f"{inv.description}|")
-        firm = f"|{inv.law_firm_id}|"
+        head, middle, firm = _invoice_parts(fm, inv)
         for ln in inv.lines:
-            u = units_cache.get(ln.units)
-            if u is None:
-                u = units_cache[ln.units] = _places_str(ln.units, UNITS_PLACES)
-            a = money.get(ln.adjustment)
-            if a is None:
-                a = money[ln.adjustment] = _money_str(ln.adjustment)
-            t = money.get(ln.total)
-            if t is None:
-                t = money[ln.total] = _money_str(ln.total)
-            c = costs.get(ln.unit_cost)
-            if c is None:
-                c = costs[ln.unit_cost] = _places_str(ln.unit_cost, COST_PLACES)
-            d = dates.get(ln.date)
-            if d is None:
-                d = dates[ln.date] = _date_str(ln.date)
-            append(f"{head}{ln.law_firm_matter_id}{middle}{ln.line_number}|{ln.kind}|{u}|{a}|{t}|{d}|{ln.task_code}|"
-                   f"{ln.expense_code}|{ln.activity_code}|{ln.timekeeper_id}|{ln.description}{firm}{c}|"
-                   f"{ln.timekeeper_name}|{ln.timekeeper_classification}|{ln.client_matter_id}[]")
+            append(_record_1998b(fm, head, middle, firm, ln) + "[]")
 
 
 def _party_fields(party: Party) -> str:
@@ -783,43 +793,23 @@ def _party_fields(party: Party) -> str:
 
 def _records_98bi(invoices: list[LedesInvoice], out: list[str]) -> None:
     fm = _Formats()
-    money, units_cache, rates, dates, costs = fm.money, fm.units, fm.rates, fm.dates, fm.costs
+    money, rates = fm.money, fm.rates
     append = out.append
     for inv in invoices:
-        head = f"{fm.date_str(inv.invoice_date)}|{inv.invoice_number}|{inv.client_id}|"
-        middle = (f"|{fm.money_str(inv.total)}|{fm.date_str(inv.billing_start)}|{fm.date_str(inv.billing_end)}|"
-                  f"{inv.description}|")
-        firm = f"|{inv.law_firm_id}|"
+        head, middle, firm = _invoice_parts(fm, inv)
         po = f"|{inv.po_number}|{inv.client_tax_id}|"
         totals = f"|{fm.money_str(inv.tax_total)}|{fm.money_str(inv.net_total)}|{inv.currency}|"
         parties = f"|{inv.account_type}|{_party_fields(inv.law_firm)}|{_party_fields(inv.client)}|"
         tail = f"|{fm.money_str(inv.reported_tax_total)}|{inv.tax_currency}[]"
         for ln in inv.lines:
-            u = units_cache.get(ln.units)
-            if u is None:
-                u = units_cache[ln.units] = _places_str(ln.units, UNITS_PLACES)
-            a = money.get(ln.adjustment)
-            if a is None:
-                a = money[ln.adjustment] = _money_str(ln.adjustment)
-            t = money.get(ln.total)
-            if t is None:
-                t = money[ln.total] = _money_str(ln.total)
-            c = costs.get(ln.unit_cost)
-            if c is None:
-                c = costs[ln.unit_cost] = _places_str(ln.unit_cost, COST_PLACES)
-            d = dates.get(ln.date)
-            if d is None:
-                d = dates[ln.date] = _date_str(ln.date)
             r = rates.get(ln.tax_rate)
             if r is None:
-                r = rates[ln.tax_rate] = _places_str(ln.tax_rate, RATE_PLACES)
+                r = rates[ln.tax_rate] = _places_str(ln.tax_rate, RATE_PLACES)  # type: ignore[arg-type]
             x = money.get(ln.tax_total)
             if x is None:
-                x = money[ln.tax_total] = _money_str(ln.tax_total)
-            append(f"{head}{ln.law_firm_matter_id}{middle}{ln.line_number}|{ln.kind}|{u}|{a}|{t}|{d}|{ln.task_code}|"
-                   f"{ln.expense_code}|{ln.activity_code}|{ln.timekeeper_id}|{ln.description}{firm}{c}|"
-                   f"{ln.timekeeper_name}|{ln.timekeeper_classification}|{ln.client_matter_id}{po}{ln.matter_name}"
-                   f"{totals}{ln.timekeeper_last_name}|{ln.timekeeper_first_name}{parties}{r}|{x}|{ln.tax_type}{tail}")
+                x = money[ln.tax_total] = _money_str(ln.tax_total)  # type: ignore[arg-type]
+            append(f"{_record_1998b(fm, head, middle, firm, ln)}{po}{ln.matter_name}{totals}"
+                   f"{ln.timekeeper_last_name}|{ln.timekeeper_first_name}{parties}{r}|{x}|{ln.tax_type}{tail}")
 
 
 # Parsing -----------------------------------------------------------------------------------------------
