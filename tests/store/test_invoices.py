@@ -9,7 +9,8 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import func, select
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from connectors.destinations.directory import DirectoryDrop
@@ -423,3 +424,32 @@ def test_one_off_discounts_follow_the_profiles_and_are_checked(sessions: session
         Discount(kind="expenses", description="Credit on lunch", amount=Decimal("100"), expense_code="E111"))})
     lines = ledes.parse(build(sessions, request).content).invoices[0].lines
     assert [(ln.kind, ln.total) for ln in lines[2:]] == [("IF", Decimal("-138.75")), ("IE", Decimal("-42.50"))]
+
+
+def test_two_builds_at_once_bill_each_entry_once(sessions: sessionmaker[Session]) -> None:
+    import threading
+
+    setup(sessions, [entry(str(n), work_date=f"2026-03-{n:02d}") for n in range(1, 21)])
+    barrier = threading.Barrier(2)
+    outcomes: list[object] = []
+
+    def attempt() -> None:
+        barrier.wait(timeout=10)
+        try:
+            with transaction(sessions) as session:
+                outcomes.append(invoices.build(session, MARCH, actor="bill").line_count)
+        except invoices.InvoiceError as exc:  # the loser: nothing left to bill, or its entries were taken
+            outcomes.append(exc.code)
+        except OperationalError as exc:  # SQLite may refuse the second writer outright ("database is locked")
+            outcomes.append(type(exc).__name__)
+
+    threads = [threading.Thread(target=attempt) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert 20 in outcomes and len(outcomes) == 2, outcomes
+    with sessions() as session:
+        assert session.scalar(select(func.count()).select_from(InvoiceRow)) == 1
+        assert {r.invoice_id for r in session.scalars(select(EntryRow))} == {
+            session.scalar(select(InvoiceRow.id))}
