@@ -17,57 +17,84 @@ Scope = Callable[[Entry], bool] | None
 _TIME = EntryKind.TIME
 
 
-def _timekeeper(e: Entry) -> str | None:
-    return e.timekeeper_source_id or e.timekeeper_ledes_id or e.timekeeper_name
-
-
 class Day:
-    """One timekeeper's billable time on one day: total hours and, per entry, what duplicates compare.
+    """One timekeeper's billable time on one day: the total hours and the entries, in batch order."""
 
-    Everything is collected in one sequential pass over the batch: going back to the entries by index
-    later would jump around memory (entries of one day are scattered through a large batch).
+    __slots__ = ("indexes", "kinds", "total")
+
+    def __init__(self, total: Decimal, index: int, kind: int) -> None:
+        self.total = total
+        self.indexes = [index]
+        self.kinds = [kind]  # per entry, its (task code, hours) pair as a number: see TimekeeperDays
+
+
+class TimekeeperDays:
+    """Billable time with hours, grouped by timekeeper and work date, with what duplicates compare.
+
+    ``days`` holds the days in order of their first entry. Each distinct (task code, hours) pair is numbered
+    (equal hours such as 1.5 and 1.50 share a number) and ``tasks[kind]`` is its task code. ``hours`` and
+    ``narratives`` are indexed like the batch (None for entries left out).
     """
 
-    __slots__ = ("members", "total")
+    __slots__ = ("days", "hours", "narratives", "tasks")
 
-    def __init__(self, total: Decimal, members: list[tuple[int, str | None, Decimal, str]]) -> None:
-        self.total = total
-        self.members = members  # (index, task code, hours, narrative)
+    def __init__(self, days: dict[tuple[str, object], Day], tasks: list[str | None], hours: list[Decimal | None],
+                 narratives: list[str | None]) -> None:
+        self.days = days
+        self.tasks = tasks
+        self.hours = hours
+        self.narratives = narratives
 
-    @property
-    def indexes(self) -> list[int]:
-        return [member[0] for member in self.members]
 
+def timekeeper_days(entries: Sequence[Entry], scope: Scope, cache: dict[object, object] | None) -> TimekeeperDays:
+    """Billable time with hours, grouped by timekeeper and work date (shared by the batch rules).
 
-def timekeeper_days(entries: Sequence[Entry], scope: Scope,
-                    cache: dict[object, object] | None) -> dict[tuple[str, object], Day]:
-    """Billable time with hours, grouped by timekeeper and work date (shared by the batch rules)."""
+    Everything is taken from the entries in one sequential pass, and an entry's own objects (its hours,
+    strings, date) are not touched again in day order: entries of one day are scattered through a large
+    batch, so going back to them day by day jumps around memory. The days keep small numbers instead.
+    """
     key = ("timekeeper_days", scope)
     if cache is not None and key in cache:
         return cache[key]  # type: ignore[return-value]
-    members: dict[tuple[str, object], list[tuple[int, str | None, Decimal, str]]] = {}
-    totals: dict[tuple[str, object], Decimal] = {}
+    days: dict[tuple[str, object], Day] = {}
+    get_day = days.get
+    kinds: dict[tuple[str | None, Decimal], int] = {}
+    get_kind = kinds.get
+    tasks: list[str | None] = []
+    hours_of: list[Decimal | None] = [None] * len(entries)
+    narratives: list[str | None] = [None] * len(entries)
     for i, e in enumerate(entries):
-        if e.entry_kind is not _TIME:
+        # A pydantic model keeps its fields in __dict__; reading them there skips BaseModel.__getattr__,
+        # whose presence puts every ``e.field`` on CPython's slow attribute path (a third of this loop).
+        fields = e.__dict__
+        if fields["entry_kind"] is not _TIME:
             continue
-        hours = e.hours_billed
-        if hours is None or not e.billable or e.no_charge or (scope is not None and not scope(e)):
+        hours = fields["hours_billed"]
+        if hours is None or not fields["billable"] or fields["no_charge"] or (scope is not None and not scope(e)):
             continue
-        timekeeper = e.timekeeper_source_id or e.timekeeper_ledes_id or e.timekeeper_name
+        timekeeper = fields["timekeeper_source_id"] or fields["timekeeper_ledes_id"] or fields["timekeeper_name"]
         if timekeeper is None:
             continue  # nobody to add up: the approved-timekeeper rule reports these
-        day = (timekeeper, e.work_date)
-        member = (i, e.utbms_task_code, hours, e.narrative)
-        try:
-            members[day].append(member)
-            totals[day] += hours
-        except KeyError:
-            members[day] = [member]
-            totals[day] = hours
-    days = {day: Day(totals[day], found) for day, found in members.items()}
+        task = fields["utbms_task_code"]
+        task_hours = (task, hours)
+        kind = get_kind(task_hours)
+        if kind is None:
+            kind = kinds[task_hours] = len(tasks)
+            tasks.append(task)
+        hours_of[i] = hours
+        narratives[i] = fields["narrative"]
+        work_date = fields["work_date"]
+        day = get_day((timekeeper, work_date))
+        if day is None:
+            days[timekeeper, work_date] = Day(hours, i, kind)
+        else:
+            day.total += hours
+            day.indexes.append(i)
+            day.kinds.append(kind)
+    index = TimekeeperDays(days, tasks, hours_of, narratives)
     if cache is not None:
-        cache[key] = days
-    return days
+        cache[key] = index
+    return index
 
 
 @register
@@ -87,11 +114,19 @@ class DailyHoursCap(RuleType):
     def evaluate_batch(self, rule: Rule, entries: Sequence[Entry], scope: Scope,
                        cache: dict[object, object] | None = None) -> Iterator[AggregateHit]:
         cap = Decimal(rule.params["max_hours"])
-        for day in timekeeper_days(entries, scope, cache).values():
+        for day in timekeeper_days(entries, scope, cache).days.values():
             if day.total > cap:
                 evidence = [Evidence("hours billed per timekeeper per day", "gt", cap, day.total)]
-                yield AggregateHit(day.indexes, evidence,
-                                   {"total": day.total, "count": len(day.members), "max_hours": cap})
+                yield AggregateHit(day.indexes[:], evidence,
+                                   {"total": day.total, "count": len(day.indexes), "max_hours": cap})
+
+
+class _Normalised(dict[str, str]):
+    """Narrative -> casefolded with runs of whitespace made one space; each distinct text is worked out once."""
+
+    def __missing__(self, narrative: str) -> str:
+        text = self[narrative] = " ".join(narrative.casefold().split())
+        return text
 
 
 @register
@@ -106,22 +141,44 @@ class Duplicate(RuleType):
 
     def evaluate_batch(self, rule: Rule, entries: Sequence[Entry], scope: Scope,
                        cache: dict[object, object] | None = None) -> Iterator[AggregateHit]:
-        for (timekeeper, work_date), day in timekeeper_days(entries, scope, cache).items():
-            if len(day.members) < 2:
-                continue
-            # Cheap key first; narratives are normalised only where a collision is possible.
-            candidates: dict[tuple[object, ...], list[tuple[int, str]]] = {}
-            for i, task, hours, narrative in day.members:
-                candidates.setdefault((task, hours), []).append((i, narrative))
-            for (task, hours), same_key in candidates.items():
+        index = timekeeper_days(entries, scope, cache)
+        tasks, hours_of, narratives = index.tasks, index.hours, index.narratives
+        normalised = _Normalised()
+        for (timekeeper, work_date), day in index.days.items():
+            kinds = day.kinds
+            if len(set(kinds)) == len(kinds):
+                continue  # no task and hours twice on this day
+            # Cheap key first; narratives are compared only where the task and hours repeat.
+            candidates: dict[int, list[int]] = {}
+            for i, kind in zip(day.indexes, kinds, strict=True):
+                found = candidates.get(kind)
+                if found is None:
+                    candidates[kind] = [i]
+                else:
+                    found.append(i)
+            prefix = None
+            for kind, same_key in candidates.items():
                 if len(same_key) < 2:
                     continue
-                by_text: dict[str, list[int]] = {}
-                for i, narrative in same_key:
-                    by_text.setdefault(" ".join(narrative.casefold().split()), []).append(i)
-                for same in by_text.values():
-                    if len(same) < 2:
-                        continue
-                    evidence = [Evidence("timekeeper, date, task, hours, narrative", "eq",
-                                         f"{timekeeper}, {work_date}, {task}, {hours}", len(same))]
+                if len(same_key) == 2:  # the common case: compare the two, no grouping needed
+                    first, second = same_key
+                    same_text = [same_key] if normalised[narratives[first]] == normalised[narratives[second]] else []
+                else:
+                    by_text: dict[str, list[int]] = {}
+                    for i in same_key:
+                        text = normalised[narratives[i]]
+                        found = by_text.get(text)
+                        if found is None:
+                            by_text[text] = [i]
+                        else:
+                            found.append(i)
+                    same_text = [same for same in by_text.values() if len(same) > 1]
+                if not same_text:
+                    continue
+                if prefix is None:
+                    prefix = f"{timekeeper}, {work_date}, "
+                # The hours as the day's first entry with this task and hours wrote them (1.5 or 1.50).
+                expected = f"{prefix}{tasks[kind]}, {hours_of[same_key[0]]}"
+                for same in same_text:
+                    evidence = [Evidence("timekeeper, date, task, hours, narrative", "eq", expected, len(same))]
                     yield AggregateHit(same, evidence, {"count": len(same)})

@@ -4,12 +4,18 @@ from __future__ import annotations
 
 import datetime as dt
 from decimal import Decimal
+from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from engine.conditions import render_value
 from engine.evaluate import evaluate
 from engine.features import EvaluationContext
+from engine.model import Entry
 from engine.ruleset import RuleSetError
+from engine.ruletypes import REGISTRY
 from tests.conftest import CONTEXT, decisive, flagged, load_rules, make_entry, make_expense, only, run
 
 # rate_cap --------------------------------------------------------------------------------------------
@@ -453,6 +459,144 @@ def test_duplicate_ignores_case_and_spacing(backend: str) -> None:
     a = only(violations, "a")
     assert a.contributing == ["test:default:a", "test:default:b"]
     assert a.message == "Billed 2 times: same timekeeper, date, task, hours and narrative"
+
+
+def test_duplicate_tabs_newlines_same_text_and_what_is_left_out(backend: str) -> None:
+    ruleset = load_rules(DUP_RULES)
+    same = {"timekeeper_ledes_id": "TK1", "utbms_task_code": "L110", "hours_billed": "0.5"}
+    text = "Call with client"
+    entries = [
+        make_entry(source_id="a", narrative=text, **same),
+        make_entry(source_id="b", narrative=text, **same),  # the very same text
+        make_entry(source_id="c", narrative="call\twith\nCLIENT ", **same),
+        make_entry(source_id="other-task", narrative=text, **{**same, "utbms_task_code": "L120"}),
+        make_entry(source_id="no-hours", narrative=text, **{**same, "hours_billed": None}),
+        make_entry(source_id="unbillable", narrative=text, billable=False, **same),
+        make_entry(source_id="no-charge", narrative=text, no_charge=True, **same),
+        make_expense(source_id="expense", narrative=text, **same),
+        make_entry(source_id="nobody", narrative=text, utbms_task_code="L110", hours_billed="0.5"),
+        make_entry(source_id="nobody-2", narrative=text, utbms_task_code="L110", hours_billed="0.5"),
+        make_entry(source_id="by-name", narrative=text, timekeeper_name="Ann", utbms_task_code="L120",
+                   hours_billed="0.5"),
+        make_entry(source_id="by-name-2", narrative=text.upper(), timekeeper_name="Ann", utbms_task_code="L120",
+                   hours_billed="0.50"),
+    ]
+    violations = run(entries, ruleset, backend)
+    assert flagged(violations) == {"a", "b", "c", "by-name", "by-name-2"}  # no timekeeper: nothing to compare
+    assert only(violations, "c").contributing == ["test:default:a", "test:default:b", "test:default:c"]
+    assert only(violations, "c").message.startswith("Billed 3 times")
+    assert decisive(only(violations, "by-name-2"))["expected"] == "Ann, 2026-03-10, L120, 0.5"
+
+
+def test_duplicate_evidence_shows_hours_as_the_days_first_entry_wrote_them(backend: str) -> None:
+    ruleset = load_rules(DUP_RULES)
+    tk = {"timekeeper_ledes_id": "TK1", "utbms_task_code": "L110"}
+    entries = [
+        make_entry(source_id="first", hours_billed="1.5", narrative="Call with client", **tk),
+        make_entry(source_id="a", hours_billed="1.50", narrative="Drafted motion", **tk),
+        make_entry(source_id="b", hours_billed="1.500", narrative="drafted motion", **tk),
+        make_entry(source_id="next-day-a", hours_billed="1.50", narrative="Drafted motion", work_date="2026-03-11",
+                   **tk),
+        make_entry(source_id="next-day-b", hours_billed="1.5", narrative="Drafted motion", work_date="2026-03-11",
+                   **tk),
+    ]
+    violations = run(entries, ruleset, backend)
+    assert flagged(violations) == {"a", "b", "next-day-a", "next-day-b"}
+    assert decisive(only(violations, "a")) == {"field": "timekeeper, date, task, hours, narrative", "operator": "eq",
+                                               "expected": "TK1, 2026-03-10, L110, 1.5", "actual": 2}
+    assert decisive(only(violations, "next-day-b"))["expected"] == "TK1, 2026-03-11, L110, 1.50"
+
+
+def test_duplicate_and_daily_cap_in_scope_only(backend: str) -> None:
+    ruleset = load_rules("""
+        - id: DUP
+          title: Duplicate on M1
+          type: duplicate
+          when: {field: law_firm_matter_id, op: eq, value: M1}
+        - id: DAY
+          title: Long day on M1
+          type: daily_hours_cap
+          when: {field: law_firm_matter_id, op: eq, value: M1}
+          params: {max_hours: 2}
+        """)
+    same = {"timekeeper_ledes_id": "TK1", "utbms_task_code": "L110", "hours_billed": "1", "narrative": "Review"}
+    entries = [
+        make_entry(source_id="m1", law_firm_matter_id="M1", **same),
+        make_entry(source_id="m2", law_firm_matter_id="M2", **same),
+        make_entry(source_id="m1-again", law_firm_matter_id="M1", **same),
+        make_entry(source_id="m2-again", law_firm_matter_id="M2", **same),
+    ]
+    violations = run(entries, ruleset, backend)
+    assert flagged(violations, "DUP") == {"m1", "m1-again"}
+    assert flagged(violations, "DAY") == set()  # 2 h on M1: at the cap; M2's hours are out of scope
+
+
+def _batch_hits(rule_type: str, params: str, entries: list[Entry]) -> list[tuple[list[int], str, Any, Any]]:
+    rule = load_rules(f"- id: R\n  title: R\n  type: {rule_type}\n{params}").rules[0]
+    return [(hit.indexes, *(render_value(v) for v in (hit.evidence[-1].expected, hit.evidence[-1].actual)),
+             hit.variables) for hit in REGISTRY[rule_type].evaluate_batch(rule, entries, None, {})]
+
+
+def _reference_days(entries: list[Entry]) -> dict[tuple[str, dt.date], list[int]]:
+    days: dict[tuple[str, dt.date], list[int]] = {}
+    for i, e in enumerate(entries):
+        timekeeper = e.timekeeper_source_id or e.timekeeper_ledes_id or e.timekeeper_name
+        if (e.entry_kind == "time" and e.hours_billed is not None and e.billable and not e.no_charge
+                and timekeeper is not None):
+            days.setdefault((timekeeper, e.work_date), []).append(i)
+    return days
+
+
+def _reference_duplicates(entries: list[Entry]) -> list[tuple[list[int], str, Any, Any]]:
+    """Day by day; within a day, (task, hours) groups and then narrative groups in order of their first entry."""
+    hits = []
+    for (timekeeper, work_date), indexes in _reference_days(entries).items():
+        groups: dict[tuple[str | None, Decimal], list[int]] = {}
+        for i in indexes:
+            groups.setdefault((entries[i].utbms_task_code, entries[i].hours_billed), []).append(i)
+        for (task, hours), same_key in groups.items():
+            by_text: dict[str, list[int]] = {}
+            for i in same_key:
+                by_text.setdefault(" ".join(entries[i].narrative.casefold().split()), []).append(i)
+            hits += [(same, f"{timekeeper}, {work_date}, {task}, {hours}", len(same), {"count": len(same)})
+                     for same in by_text.values() if len(same) > 1]
+    return hits
+
+
+def _reference_daily_cap(entries: list[Entry], cap: Decimal) -> list[tuple[list[int], str, Any, Any]]:
+    hits = []
+    for indexes in _reference_days(entries).values():
+        total = entries[indexes[0]].hours_billed
+        for i in indexes[1:]:
+            total += entries[i].hours_billed
+        if total > cap:
+            hits.append((indexes, str(cap), str(total), {"total": total, "count": len(indexes), "max_hours": cap}))
+    return hits
+
+
+BATCH_ENTRY = st.fixed_dictionaries({
+    "entry_kind": st.sampled_from(["time", "time", "time", "expense"]),
+    "timekeeper_source_id": st.sampled_from([None, None, "S1"]),
+    "timekeeper_ledes_id": st.sampled_from([None, "TK1", "TK2", "S1"]),
+    "timekeeper_name": st.sampled_from([None, "Ann"]),
+    "work_date": st.sampled_from(["2026-03-10", "2026-03-11"]),
+    "utbms_task_code": st.sampled_from([None, "L110", "L120"]),
+    "hours_billed": st.sampled_from([None, "0", "1.5", "1.50", "15E-1", "2", "2.0", "0.25", "7"]),
+    "narrative": st.sampled_from(["Drafted motion", "drafted  motion", "DRAFTED\tMOTION\n", "Drafted motion.",
+                                  "Straße", "STRASSE", ""]),
+    "billable": st.sampled_from([True, True, True, False]),
+    "no_charge": st.sampled_from([False, False, False, True]),
+})
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(BATCH_ENTRY, max_size=30))
+def test_batch_rules_match_a_plain_reference(records: list[dict[str, Any]]) -> None:
+    entries = [make_entry(source_id=str(n), **record) for n, record in enumerate(records)]
+    assert _batch_hits("duplicate", "", entries) == _reference_duplicates(entries)
+    for cap in ("1", "3.5"):
+        assert (_batch_hits("daily_hours_cap", f"  params: {{max_hours: {cap}}}\n", entries)
+                == _reference_daily_cap(entries, Decimal(cap)))
 
 
 # expenses ----------------------------------------------------------------------------------------------
