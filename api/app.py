@@ -24,12 +24,9 @@ from sqlalchemy.orm import Session, sessionmaker
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from api.auth import AUTHOR, INGEST, READ, REVIEW, Caller, KeyCache, Role, verify
-from engine import review
-from engine.features import EvaluationContext
-from engine.invoices import InvoiceError, open_portal_rejections
 from engine.model import Entry
-from engine.pipeline import add_ruleset_version, ingest, load_version, set_status
-from engine.ruleset import RuleSetError
+from engine.rules.features import EvaluationContext
+from engine.rules.ruleset import RuleSetError
 from engine.store.db import make_engine, session_factory
 from engine.store.models import (
     REVIEW_STATES,
@@ -41,6 +38,9 @@ from engine.store.models import (
     RuleSetVersion,
     ViolationRow,
 )
+from engine.workflows import review
+from engine.workflows.billing.invoices import InvoiceError, open_portal_rejections
+from engine.workflows.intake import add_ruleset_version, ingest, load_version, set_status
 
 # Errors ---------------------------------------------------------------------------------------------
 
@@ -549,7 +549,7 @@ def register_routes(app: FastAPI) -> None:
     def backtest(version_id: int, session: SessionDep, key: Author,
                  as_of: Annotated[dt.date | None, Body(embed=True)] = None) -> BacktestOut:
         """Evaluate a version over the stored entries and compare with the rule set's active version."""
-        from engine.evaluate import evaluate
+        from engine.rules.evaluate import evaluate
 
         draft = _version(session, version_id)
         active = session.scalar(select(RuleSetVersion).where(

@@ -21,17 +21,17 @@ from typing import Any, TextIO
 
 from api.cli_invoices import COMMANDS as INVOICE_COMMANDS
 from api.cli_invoices import CliError
-from engine.backends import DURABLE_AVAILABLE, BackendUnavailable, resolve_backend
-from engine.compiler import compile_ruleset
 from engine.entry_io import EntryFileError, read_entries, write_jsonl
-from engine.evaluate import Violation, evaluate
-from engine.features import EvaluationContext
-from engine.invoices import InvoiceError
 from engine.model import Entry
-from engine.ruleset import RuleSet, RuleSetError, load_file
-from engine.ruletests import discover, run_file
-from engine.schema import ruleset_schema
+from engine.rules.backends import DURABLE_AVAILABLE, BackendUnavailable, resolve_backend
+from engine.rules.compiler import compile_ruleset
+from engine.rules.evaluate import Violation, evaluate
+from engine.rules.features import EvaluationContext
+from engine.rules.ruleset import RuleSet, RuleSetError, load_file
+from engine.rules.ruletests import discover, run_file
+from engine.rules.schema import ruleset_schema
 from engine.store.models import EntryState
+from engine.workflows.billing.invoices import InvoiceError
 
 EXIT_OK, EXIT_FOUND, EXIT_BAD_INPUT = 0, 1, 2
 EXIT_TEMPFAIL = 75
@@ -387,9 +387,9 @@ def _shown_url(url: str) -> str:
 def cmd_rulesets(args: argparse.Namespace) -> int:
     from sqlalchemy import select
 
-    from engine.pipeline import add_ruleset_version
     from engine.store.db import transaction
     from engine.store.models import RuleSetStatus, RuleSetVersion
+    from engine.workflows.intake import add_ruleset_version
 
     sessions = _sessions()
     if args.rulesets_command == "add":
@@ -415,8 +415,8 @@ def cmd_rulesets(args: argparse.Namespace) -> int:
 
 
 def cmd_ingest(args: argparse.Namespace) -> int:
-    from engine.pipeline import ingest
     from engine.store.db import transaction
+    from engine.workflows.intake import ingest
 
     loaded = _entries_and_context(args)
     if loaded is None:

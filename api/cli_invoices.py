@@ -36,7 +36,7 @@ def _setting(text: str) -> tuple[str, Any]:
 def _discount(text: str) -> Any:
     from decimal import Decimal, InvalidOperation
 
-    from engine.invoicing import Discount
+    from engine.ledes.profile import Discount
 
     parts = text.split(":")
     if len(parts) not in (3, 4) or parts[0] not in ("fees", "expenses") or not parts[2].strip():
@@ -118,10 +118,10 @@ def _sessions() -> Any:
 
 
 def cmd_firm(args: argparse.Namespace) -> int:
-    from engine.invoices import firm_settings, save_firm_settings
-    from engine.invoicing import FirmSettings, check_prefix
     from engine.ledes import Party
+    from engine.ledes.profile import FirmSettings, check_prefix
     from engine.store.db import transaction
+    from engine.workflows.billing.invoices import firm_settings, save_firm_settings
 
     with transaction(_sessions()) as session:
         current = firm_settings(session)
@@ -177,7 +177,7 @@ def cmd_destinations(args: argparse.Namespace) -> int:
 
 
 def _request(args: argparse.Namespace) -> Any:
-    from engine.invoices import BuildRequest
+    from engine.workflows.billing.invoices import BuildRequest
 
     return BuildRequest(client_id=args.client, period_start=args.start, period_end=args.end,
                         matters=tuple(args.matter), invoice_date=args.date, number=args.number,
@@ -203,8 +203,8 @@ def _print_lines(lines: list[Any], metas: list[Any] | None = None, out: Any = No
 
 
 def cmd_invoice(args: argparse.Namespace) -> int:
-    from engine import invoices
     from engine.store.db import transaction
+    from engine.workflows.billing import invoices
 
     sessions = _sessions()
     command = args.invoice_command
@@ -292,8 +292,8 @@ def _poll_all(sessions: Any, args: argparse.Namespace) -> int:
     """Poll each submitted invoice still waiting for an outcome; one destination's failure stops no other."""
     from sqlalchemy import select
 
-    from engine import invoices
     from engine.store.models import InvoiceRow, InvoiceStatus
+    from engine.workflows.billing import invoices
 
     final = ("delivered", "approved", "adjusted", "rejected", "paid")
     with sessions() as session:
@@ -329,7 +329,7 @@ def _summary(row: Any) -> None:
 def _open(session: Any, row: Any, name: str | None) -> Any:
     from connectors.destinations.base import DestinationError
     from connectors.destinations.registry import open_destination
-    from engine import invoices
+    from engine.workflows.billing import invoices
 
     configured = invoices.destination_for(session, row.client_id, name)
     try:

@@ -17,14 +17,15 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from api.app import create_app
 from api.auth import Role, create_key
-from engine import invoices, review
 from engine.entry_io import read_entries
-from engine.features import EvaluationContext
-from engine.invoicing import FirmSettings
 from engine.ledes import Party
-from engine.pipeline import add_ruleset_version, ingest
+from engine.ledes.profile import FirmSettings
+from engine.rules.features import EvaluationContext
 from engine.store.db import make_engine, session_factory, transaction, upgrade
 from engine.store.models import DestinationRow, EntryRow, RuleSetStatus, ViolationRow
+from engine.workflows import review
+from engine.workflows.billing import invoices
+from engine.workflows.intake import add_ruleset_version, ingest
 
 CENT = Decimal("0.01")
 

@@ -20,9 +20,9 @@ from api.app import ApiError, Reader, SessionDep, allow, errors
 from api.auth import BILL, Caller
 from connectors.destinations.base import DestinationError
 from connectors.destinations.registry import open_destination
-from engine import invoices
-from engine.invoicing import Discount
+from engine.ledes.profile import Discount
 from engine.store.models import EntryRow, InvoiceRow, InvoiceStatus, PortalRejection
+from engine.workflows.billing import invoices
 
 Biller = Annotated[Caller, allow(BILL)]
 

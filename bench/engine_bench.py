@@ -24,11 +24,11 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from bench import acme_handwritten
-from engine.backends import DURABLE_AVAILABLE, DURABLE_IMPORT_ERROR, run_durable, run_python
-from engine.compiler import compile_ruleset
-from engine.evaluate import evaluate
-from engine.features import EvaluationContext
-from engine.ruleset import load_file
+from engine.rules.backends import DURABLE_AVAILABLE, DURABLE_IMPORT_ERROR, run_durable, run_python
+from engine.rules.compiler import compile_ruleset
+from engine.rules.evaluate import evaluate
+from engine.rules.features import EvaluationContext
+from engine.rules.ruleset import load_file
 from engine.samples import generate
 
 RULES = Path(__file__).resolve().parent.parent / "rules" / "acme-corp.yaml"

@@ -1,4 +1,4 @@
-"""Speed and memory of the LEDES writers and parser (``engine/ledes.py``) on a generated month of invoices.
+"""Speed and memory of the LEDES writers and parser (``engine/ledes/``) on a generated month of invoices.
 
 Run with ``.venv/bin/python -m bench.ledes_bench [--lines N] [--repeat R]``. It prints figures only:
 nothing here passes or fails. The file is about 50 invoices of 2,000 line items each (85% fees, 15%

@@ -1,4 +1,4 @@
-"""Throughput and memory of ``engine.pipeline.ingest`` (upsert + evaluate + record) into SQLite and PostgreSQL.
+"""Throughput and memory of ``engine.workflows.intake.ingest`` (upsert + evaluate + record) into SQLite and PostgreSQL.
 
 Run with ``.venv/bin/python -m bench.store_bench [--count N] [--pg-url URL]``. It prints figures only:
 nothing here passes or fails. See bench/README.md for what each figure means.
@@ -27,15 +27,15 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 from bench.engine_bench import cpu_count, current_rss_mb, fmt_mb, load_average, max_rss_mb
-from engine.backends import resolve_backend
-from engine.evaluate import evaluate
-from engine.features import EvaluationContext
 from engine.model import Entry
-from engine.pipeline import CircuitBreaker, IngestResult, add_ruleset_version, ingest
-from engine.ruleset import load_text
+from engine.rules.backends import resolve_backend
+from engine.rules.evaluate import evaluate
+from engine.rules.features import EvaluationContext
+from engine.rules.ruleset import load_text
 from engine.samples import firm, generate
 from engine.store.db import current_revision, database_url, make_engine, session_factory, transaction, upgrade
 from engine.store.models import EntryRow, Evaluation, ReviewAction, RuleSetStatus, ViolationRow
+from engine.workflows.intake import CircuitBreaker, IngestResult, add_ruleset_version, ingest
 
 RULES = Path(__file__).resolve().parent.parent / "rules" / "acme-corp.yaml"
 SEED = 11

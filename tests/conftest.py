@@ -10,11 +10,11 @@ from typing import Any
 
 import pytest
 
-from engine.backends import DURABLE_AVAILABLE
-from engine.evaluate import Violation, evaluate
-from engine.features import EvaluationContext
 from engine.model import Entry
-from engine.ruleset import RuleSet, load_text
+from engine.rules.backends import DURABLE_AVAILABLE
+from engine.rules.evaluate import Violation, evaluate
+from engine.rules.features import EvaluationContext
+from engine.rules.ruleset import RuleSet, load_text
 
 REPO = Path(__file__).resolve().parent.parent
 BUNDLED_RULES = REPO / "rules" / "acme-corp.yaml"

@@ -16,13 +16,13 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from api.app import create_app
 from api.auth import Role, create_key
-from engine import review
 from engine.entry_io import entry_record
-from engine.features import EvaluationContext
 from engine.model import Entry
-from engine.pipeline import CircuitBreaker, add_ruleset_version, ingest
+from engine.rules.features import EvaluationContext
 from engine.store.db import transaction
 from engine.store.models import EntryRow, EntryState, RuleSetStatus
+from engine.workflows import review
+from engine.workflows.intake import CircuitBreaker, add_ruleset_version, ingest
 from tests.store.conftest import db_url, sessions  # noqa: F401  (every API test runs on SQLite and PostgreSQL)
 from tests.store.test_pipeline import entry
 

@@ -13,9 +13,9 @@ import yaml
 from api.cli import main
 from engine import ledes
 from engine.entry_io import read_entries, write_jsonl
-from engine.features import FIELD_TYPES
-from engine.ruleset import load_file
-from engine.schema import ruleset_schema
+from engine.rules.features import FIELD_TYPES
+from engine.rules.ruleset import load_file
+from engine.rules.schema import ruleset_schema
 from tests.conftest import BUNDLED_RULES, REPO, locate, make_entry, make_expense
 
 PERIOD = ["--as-of", "2026-04-06", "--period-start", "2026-03-01", "--period-end", "2026-03-31"]
@@ -342,7 +342,7 @@ def test_demo(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
 
 
 def test_demo_backends_agree(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
-    from engine.backends import DURABLE_AVAILABLE
+    from engine.rules.backends import DURABLE_AVAILABLE
 
     if not DURABLE_AVAILABLE:
         pytest.skip("durable-rules is not importable on this interpreter")

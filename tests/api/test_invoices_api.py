@@ -17,9 +17,9 @@ from api.app import create_app
 from api.auth import Role, create_key
 from connectors.legaltracker.fake import FakePortal, FakeRules, running_fake_portal
 from engine import ledes
-from engine.pipeline import add_ruleset_version, ingest
 from engine.store.db import transaction
 from engine.store.models import DestinationRow, EntryRow, InvoiceRow, RuleSetStatus
+from engine.workflows.intake import add_ruleset_version, ingest
 from tests.api.conftest import ACME_TEXT, BASE, NOW, day, recent
 from tests.store.conftest import db_url, sessions  # noqa: F401
 
@@ -118,7 +118,7 @@ def test_invoice_errors_are_json_with_stable_codes(billing: Billing) -> None:
     assert (nothing.status_code, nothing.json()["error"]["code"]) == (422, "nothing_to_bill")
     with transaction(billing.sessions) as session:  # release, then try to reuse the number
         invoice = session.scalar(select(InvoiceRow))
-        from engine import invoices
+        from engine.workflows.billing import invoices
 
         invoices.void(session, invoice.id, actor="t", reason="test")
     taken = billing.call("POST", "/v1/invoices", json={**BUILD, "number": "INV1"})

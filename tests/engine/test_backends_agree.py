@@ -15,11 +15,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from engine.backends import DURABLE_AVAILABLE
-from engine.evaluate import evaluate
-from engine.features import EvaluationContext
 from engine.model import Entry
-from engine.ruleset import RuleSet, load_file
+from engine.rules.backends import DURABLE_AVAILABLE
+from engine.rules.evaluate import evaluate
+from engine.rules.features import EvaluationContext
+from engine.rules.ruleset import RuleSet, load_file
 
 RULES_DIR = Path(__file__).resolve().parents[2] / "rules"
 RULESETS = sorted(p for p in RULES_DIR.glob("*.yaml") if not p.name.endswith(".tests.yaml"))

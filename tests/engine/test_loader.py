@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from engine.ruleset import RuleSet, RuleSetError, load_file, load_text, revision_of
-from engine.schema import ruleset_schema
-from engine.yamlpos import parse
+from engine.rules.ruleset import RuleSet, RuleSetError, load_file, load_text, revision_of
+from engine.rules.schema import ruleset_schema
+from engine.rules.yamlpos import parse
 from tests.conftest import BUNDLED_RULES, REPO, locate
 
 SCHEMA_FILE = REPO / "rules" / "ocg-ruleset.schema.json"

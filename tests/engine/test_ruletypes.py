@@ -10,12 +10,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine.conditions import render_value
-from engine.evaluate import evaluate
-from engine.features import EvaluationContext
 from engine.model import Entry
-from engine.ruleset import RuleSetError
-from engine.ruletypes import REGISTRY
+from engine.rules.conditions import render_value
+from engine.rules.evaluate import evaluate
+from engine.rules.features import EvaluationContext
+from engine.rules.ruleset import RuleSetError
+from engine.rules.types import REGISTRY
 from tests.conftest import CONTEXT, decisive, flagged, load_rules, make_entry, make_expense, only, run
 
 # rate_cap --------------------------------------------------------------------------------------------

@@ -14,12 +14,11 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from connectors.destinations.directory import DirectoryDrop
-from engine import invoices, ledes, review
-from engine.features import EvaluationContext
-from engine.invoicing import FirmSettings
+from engine import ledes
 from engine.ledes import Party
+from engine.ledes.profile import FirmSettings
 from engine.model import Entry
-from engine.pipeline import add_ruleset_version, ingest
+from engine.rules.features import EvaluationContext
 from engine.store.db import transaction
 from engine.store.models import (
     EntryRow,
@@ -30,6 +29,9 @@ from engine.store.models import (
     ReviewAction,
     RuleSetStatus,
 )
+from engine.workflows import review
+from engine.workflows.billing import invoices
+from engine.workflows.intake import add_ruleset_version, ingest
 
 RULES = Path(__file__).resolve().parents[2] / "rules"
 CTX = EvaluationContext(as_of=dt.date(2026, 4, 6), period_start=dt.date(2026, 3, 1), period_end=dt.date(2026, 3, 31))
@@ -412,7 +414,7 @@ def test_two_submissions_at_once_send_once(sessions: sessionmaker[Session], tmp_
 
 
 def test_one_off_discounts_follow_the_profiles_and_are_checked(sessions: sessionmaker[Session]) -> None:
-    from engine.invoicing import Discount
+    from engine.ledes.profile import Discount
 
     setup(sessions, [entry("1"), expense("2")])
     bad = invoices.BuildRequest(**{**MARCH.__dict__, "discounts": (Discount(kind="expenses", description="credit",

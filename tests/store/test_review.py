@@ -11,12 +11,12 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from engine import review
-from engine.features import EvaluationContext
 from engine.model import Entry
-from engine.pipeline import add_ruleset_version, ingest
+from engine.rules.features import EvaluationContext
 from engine.store.db import transaction
 from engine.store.models import EntryRow, EntryState, ReviewAction, RuleSetStatus, ViolationRow
+from engine.workflows import review
+from engine.workflows.intake import add_ruleset_version, ingest
 from tests.store.test_pipeline import CTX, entry
 
 RULES = Path(__file__).resolve().parents[2] / "rules"

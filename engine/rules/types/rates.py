@@ -7,9 +7,9 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from engine.codes import is_known_classification
-from engine.conditions import Evidence, Node, Not, all_of, any_of
 from engine.model import Entry, FeeBasis
-from engine.ruletypes.base import (
+from engine.rules.conditions import Evidence, Node, Not, all_of, any_of
+from engine.rules.types.base import (
     ACTION,
     LIST_REF,
     POSITIVE,
@@ -23,7 +23,7 @@ from engine.ruletypes.base import (
 )
 
 if TYPE_CHECKING:
-    from engine.ruleset import Rule, RuleSet
+    from engine.rules.ruleset import Rule, RuleSet
 
 CAPS = {"type": "object", "additionalProperties": POSITIVE, "minProperties": 1}
 TIMEKEEPER_FIELDS = ["timekeeper_ledes_id", "timekeeper_source_id", "timekeeper_name"]

@@ -15,9 +15,9 @@ import threading
 from collections.abc import Sequence
 from typing import Any
 
-from engine.compiler import CompiledRuleSet
-from engine.features import EvaluationContext
 from engine.model import Entry
+from engine.rules.compiler import CompiledRuleSet
+from engine.rules.features import EvaluationContext
 
 log = logging.getLogger("ocgate.engine")
 

@@ -11,12 +11,12 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from engine.conditions import Evidence, Leaf, Node, all_of, any_of
-from engine.features import DECIMAL, FIELD_TYPES, INT, Feature, field_feature
 from engine.model import Entry
+from engine.rules.conditions import Evidence, Leaf, Node, all_of, any_of
+from engine.rules.features import DECIMAL, FIELD_TYPES, INT, Feature, field_feature
 
 if TYPE_CHECKING:
-    from engine.ruleset import Rule, RuleSet
+    from engine.rules.ruleset import Rule, RuleSet
 
 Path = tuple[str | int, ...]
 

@@ -23,10 +23,10 @@ from typing import Any
 
 import yaml
 
-from engine.evaluate import evaluate
-from engine.features import EvaluationContext
 from engine.model import Entry, EntryKind
-from engine.ruleset import RuleSet, RuleSetError, load_text
+from engine.rules.evaluate import evaluate
+from engine.rules.features import EvaluationContext
+from engine.rules.ruleset import RuleSet, RuleSetError, load_text
 
 # What a portal's reason text says, mapped to our rule types; the first match wins, so the specific come first.
 REASON_TYPES: list[tuple[re.Pattern[str], str]] = [(re.compile(p, re.I), t) for p, t in [

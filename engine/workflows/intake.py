@@ -21,12 +21,12 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import Session
 from sqlalchemy.types import TypeDecorator
 
-from engine.conditions import Evidence
 from engine.entry_io import entry_record
-from engine.evaluate import Violation, evaluate
-from engine.features import EvaluationContext
 from engine.model import Entry, EntryStatus
-from engine.ruleset import RuleSet, load_text
+from engine.rules.conditions import Evidence
+from engine.rules.evaluate import Violation, evaluate
+from engine.rules.features import EvaluationContext
+from engine.rules.ruleset import RuleSet, load_text
 from engine.store.models import (
     EntryRow,
     EntryState,

@@ -1,7 +1,7 @@
 """The rule types. Each module declares its types' parameter schemas, compilation and explanation."""
 
 # Importing the modules registers their rule types.
-from engine.ruletypes import (
+from engine.rules.types import (
     aggregates,
     codes,
     condition,
@@ -10,7 +10,7 @@ from engine.ruletypes import (
     rates,
     timing,
 )
-from engine.ruletypes.base import REGISTRY, Adjustment, AggregateHit, RuleProblem, RuleType
+from engine.rules.types.base import REGISTRY, Adjustment, AggregateHit, RuleProblem, RuleType
 
 __all__ = ["REGISTRY", "Adjustment", "AggregateHit", "RuleProblem", "RuleType", "aggregates", "codes",
            "condition", "expenses", "narrative", "rates", "timing"]

@@ -13,7 +13,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from engine.codes import code_kind
-from engine.ledes import Party
+from engine.ledes.model import Party
 
 # LEDES 2014 classification -> pre-2014 two-letter code, for clients that still take the legacy codes.
 LEGACY_CODES = {"PARTNR": "PT", "ASSOC": "AS", "OFCOUN": "OC", "PARALG": "LA", "LGLAST": "LA"}

@@ -6,9 +6,9 @@ from collections.abc import Iterator
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
-from engine.conditions import Evidence, Node, all_of, any_of
 from engine.model import Entry
-from engine.ruletypes.base import (
+from engine.rules.conditions import Evidence, Node, all_of, any_of
+from engine.rules.types.base import (
     ACTION,
     CODE_LIST,
     POSITIVE,
@@ -23,10 +23,10 @@ from engine.ruletypes.base import (
     one_of,
     register,
 )
-from engine.ruletypes.codes import check_codes
+from engine.rules.types.codes import check_codes
 
 if TYPE_CHECKING:
-    from engine.ruleset import Rule, RuleSet
+    from engine.rules.ruleset import Rule, RuleSet
 
 CENT = Decimal("0.01")
 # UTBMS has no travel activity code (A109 is "Appear for/attend"): find travel by what the narrative says.

@@ -2,7 +2,7 @@
 
 1. YAML syntax (with the position of the error);
 2. the JSON Schema (``rules/ocg-ruleset.schema.json``, generated from the rule types' parameter
-   schemas by :mod:`engine.schema`);
+   schemas by :mod:`engine.rules.schema`);
 3. semantics: named lists exist, regexes compile, UTBMS codes and classifications exist, rule ids are
    unique, message templates only name known values.
 
@@ -22,13 +22,13 @@ from typing import Any
 
 import jsonschema
 
-from engine.conditions import Node, constant_fits, leaves
-from engine.features import DECIMAL, FIELD_TYPES
 from engine.model import Entry
-from engine.ruletypes import REGISTRY, RuleProblem, RuleType
-from engine.ruletypes.condition import parse_condition
-from engine.schema import ruleset_schema
-from engine.yamlpos import Document, Path, Problem, YamlError, describe_path, parse
+from engine.rules.conditions import Node, constant_fits, leaves
+from engine.rules.features import DECIMAL, FIELD_TYPES
+from engine.rules.schema import ruleset_schema
+from engine.rules.types import REGISTRY, RuleProblem, RuleType
+from engine.rules.types.condition import parse_condition
+from engine.rules.yamlpos import Document, Path, Problem, YamlError, describe_path, parse
 
 SEVERITIES = ("error", "warning", "info")
 STATUSES = ("active", "shadow", "draft")
@@ -90,7 +90,7 @@ class RuleSet:
     source: str = "<memory>"
     text: str = ""
     guideline: dict[str, Any] = field(default_factory=dict)
-    invoicing: dict[str, Any] = field(default_factory=dict)  # see engine.invoicing.parse_profile
+    invoicing: dict[str, Any] = field(default_factory=dict)  # see engine.ledes.profile.parse_profile
 
     def rule(self, rule_id: str) -> Rule:
         for rule in self.rules:
@@ -298,7 +298,7 @@ def _build(doc: Document, text: str, skip: set[int] | frozenset[int] = frozenset
     )
     if dates["from"] and dates["to"] and dates["from"] > dates["to"]:
         report(("effective", "to"), "the end date is before the start date")
-    from engine.invoicing import profile_problems
+    from engine.ledes.profile import profile_problems
 
     ruleset.invoicing = data.get("invoicing") or {}
     for problem in profile_problems(ruleset.invoicing):

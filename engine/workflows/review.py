@@ -15,11 +15,11 @@ from pydantic import ValidationError
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from engine.features import EvaluationContext
-from engine.invoices import open_portal_rejections, resolve_portal_rejections
 from engine.model import Entry, EntryKind, FeeBasis
-from engine.pipeline import reevaluate
+from engine.rules.features import EvaluationContext
 from engine.store.models import REVIEW_STATES, EntryRow, EntryState, ReviewAction, ViolationRow
+from engine.workflows.billing.invoices import open_portal_rejections, resolve_portal_rejections
+from engine.workflows.intake import reevaluate
 
 ADJUSTABLE = ("rate", "hours_billed", "narrative", "utbms_task_code", "utbms_activity_code", "utbms_expense_code")
 CENT = Decimal("0.01")

@@ -6,12 +6,12 @@ from collections.abc import Callable, Iterator, Sequence
 from decimal import Decimal
 from typing import TYPE_CHECKING
 
-from engine.conditions import Evidence
 from engine.model import Entry, EntryKind
-from engine.ruletypes.base import POSITIVE, AggregateHit, RuleType, register
+from engine.rules.conditions import Evidence
+from engine.rules.types.base import POSITIVE, AggregateHit, RuleType, register
 
 if TYPE_CHECKING:
-    from engine.ruleset import Rule
+    from engine.rules.ruleset import Rule
 
 Scope = Callable[[Entry], bool] | None
 _TIME = EntryKind.TIME

@@ -14,7 +14,7 @@ from decimal import Decimal
 from enum import Enum
 from typing import Any
 
-from engine.features import BOOL, DATE, DECIMAL, INT, STRING, Feature
+from engine.rules.features import BOOL, DATE, DECIMAL, INT, STRING, Feature
 
 COMPARISONS = ("eq", "ne", "lt", "le", "gt", "ge")
 ORDERED = ("lt", "le", "gt", "ge")

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
 
-from engine.conditions import (
+from engine.rules.conditions import (
     And,
     Leaf,
     Node,
@@ -26,7 +26,7 @@ from engine.conditions import (
     features_of,
     to_nnf,
 )
-from engine.features import (
+from engine.rules.features import (
     BOOL,
     DATE,
     DECIMAL,
@@ -36,7 +36,7 @@ from engine.features import (
     count_segments,
     field_feature,
 )
-from engine.ruleset import Rule, RuleSet
+from engine.rules.ruleset import Rule, RuleSet
 
 _UNSET = object()  # a lazily computed feature not worked out yet
 MARKER = "ocg"  # present in every fact; durable-rules needs a positive test beside a bare "$nex"

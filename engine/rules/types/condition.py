@@ -6,12 +6,12 @@ import datetime as dt
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
-from engine.conditions import And, Leaf, Node, Not, Or, all_of, constant_fits
-from engine.features import BOOL, DATE, DECIMAL, FIELD_TYPES, INT, STRING, Feature, field_feature
-from engine.ruletypes.base import RuleProblem, RuleType, compile_regex, register
+from engine.rules.conditions import And, Leaf, Node, Not, Or, all_of, constant_fits
+from engine.rules.features import BOOL, DATE, DECIMAL, FIELD_TYPES, INT, STRING, Feature, field_feature
+from engine.rules.types.base import RuleProblem, RuleType, compile_regex, register
 
 if TYPE_CHECKING:
-    from engine.ruleset import Rule, RuleSet
+    from engine.rules.ruleset import Rule, RuleSet
 
 Path = tuple[str | int, ...]
 _ORDERED_TYPES = (DECIMAL, INT, DATE)

@@ -80,7 +80,7 @@ def invoicing_schema() -> dict[str, Any]:
 
 @cache
 def ruleset_schema() -> dict[str, Any]:
-    from engine.ruletypes import REGISTRY
+    from engine.rules.types import REGISTRY
 
     per_type = []
     for name, rule_type in sorted(REGISTRY.items()):

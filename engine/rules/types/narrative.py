@@ -6,9 +6,9 @@ import re
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
-from engine.conditions import Leaf, Node, all_of, any_of
-from engine.features import Feature
-from engine.ruletypes.base import (
+from engine.rules.conditions import Leaf, Node, all_of, any_of
+from engine.rules.features import Feature
+from engine.rules.types.base import (
     NON_NEGATIVE,
     STRINGS,
     RuleProblem,
@@ -23,7 +23,7 @@ from engine.ruletypes.base import (
 )
 
 if TYPE_CHECKING:
-    from engine.ruleset import Rule, RuleSet
+    from engine.rules.ruleset import Rule, RuleSet
 
 COUNT = {"type": "integer", "minimum": 0}
 

@@ -10,13 +10,13 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-from engine.backends import resolve_backend, run_durable, run_python
-from engine.compiler import CompiledRuleSet, compile_ruleset, scope_predicate
-from engine.conditions import Evidence, explain, render_value
-from engine.features import DERIVED_FUNCTIONS, EvaluationContext, field_feature
 from engine.model import ENTRY_FIELDS, Entry
-from engine.ruleset import Rule, RuleSet
-from engine.ruletypes import Adjustment
+from engine.rules.backends import resolve_backend, run_durable, run_python
+from engine.rules.compiler import CompiledRuleSet, compile_ruleset, scope_predicate
+from engine.rules.conditions import Evidence, explain, render_value
+from engine.rules.features import DERIVED_FUNCTIONS, EvaluationContext, field_feature
+from engine.rules.ruleset import Rule, RuleSet
+from engine.rules.types import Adjustment
 
 log = logging.getLogger("ocgate.engine")
 

@@ -26,13 +26,13 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from engine.backends import DURABLE_AVAILABLE
-from engine.compiler import compile_ruleset
-from engine.evaluate import evaluate
-from engine.features import EvaluationContext
 from engine.model import Entry
-from engine.ruleset import RuleSet, RuleSetError, load_file
-from engine.yamlpos import Problem, YamlError, parse
+from engine.rules.backends import DURABLE_AVAILABLE
+from engine.rules.compiler import compile_ruleset
+from engine.rules.evaluate import evaluate
+from engine.rules.features import EvaluationContext
+from engine.rules.ruleset import RuleSet, RuleSetError, load_file
+from engine.rules.yamlpos import Problem, YamlError, parse
 
 ALL_STATUSES = ("active", "shadow", "draft")
 

@@ -6,9 +6,9 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from engine.codes import utbms_codes
-from engine.conditions import Evidence, Node, all_of, any_of
 from engine.model import Entry
-from engine.ruletypes.base import (
+from engine.rules.conditions import Evidence, Node, all_of, any_of
+from engine.rules.types.base import (
     CODE_LIST,
     STRINGS,
     RuleProblem,
@@ -19,10 +19,10 @@ from engine.ruletypes.base import (
     one_of,
     register,
 )
-from engine.ruletypes.rates import TIMEKEEPER_FIELDS
+from engine.rules.types.rates import TIMEKEEPER_FIELDS
 
 if TYPE_CHECKING:
-    from engine.ruleset import Rule, RuleSet
+    from engine.rules.ruleset import Rule, RuleSet
 
 CODE_FIELDS = {"task_codes": "utbms_task_code", "activity_codes": "utbms_activity_code",
                "expense_codes": "utbms_expense_code"}

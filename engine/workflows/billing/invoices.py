@@ -23,10 +23,9 @@ from sqlalchemy import and_, insert, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from engine import ledes
-from engine.invoicing import ALNUM, Discount, FirmSettings, InvoicingProfile, classification, parse_profile
+from engine.ledes.profile import ALNUM, Discount, FirmSettings, InvoicingProfile, classification, parse_profile
 from engine.model import Entry, EntryKind, FeeBasis
-from engine.pipeline import active_versions, load_version, reevaluate
-from engine.ruleset import RuleSet
+from engine.rules.ruleset import RuleSet
 from engine.store.db import transaction
 from engine.store.models import (
     DestinationRow,
@@ -41,6 +40,7 @@ from engine.store.models import (
     RuleSetStatus,
     Setting,
 )
+from engine.workflows.intake import active_versions, load_version, reevaluate
 
 CENT = Decimal("0.01")
 SUBMIT_LEASE = dt.timedelta(minutes=30)  # longer than a destination's retries take (Legal Tracker: about 10 min)
@@ -311,7 +311,7 @@ def _discount_lines(start: int, lines: list[ledes.LedesLine], profile: Invoicing
 
 def discount_problems(discount: Discount) -> list[str]:
     """What is wrong with a one-off discount (the profile's are checked with the rule set)."""
-    from engine.invoicing import profile_problems
+    from engine.ledes.profile import profile_problems
 
     data: dict[str, Any] = {"kind": discount.kind, "description": discount.description}
     if discount.kind not in ("fees", "expenses"):
@@ -681,7 +681,7 @@ def apply_rejections(session: Session, invoice: InvoiceRow, rejections: Sequence
                      actor: str) -> list[PortalRejection]:
     """Put the entries of rejected lines (or of a rejected invoice) back in the review queue with the
     portal's reason and a proposal for the rule that would have caught them. Idempotent per rejection id."""
-    from engine.proposals import propose
+    from engine.workflows.billing.proposals import propose
 
     seen = set(session.scalars(select(PortalRejection.rejection_id).where(PortalRejection.invoice_id == invoice.id)))
     by_number = {ln.line_number: ln for ln in lines(session, invoice.id)}
