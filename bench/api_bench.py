@@ -112,7 +112,7 @@ def main(argv: list[str] | None = None) -> None:
         in_review, seconds = load(url, args.entries)
         print(f"loaded {args.entries:,} entries ({in_review:,} waiting for review, each with a finding) in "
               f"{seconds:.1f} s")
-        from api.auth import Role, create_key
+        from engine.workflows.keys import Role, create_key
 
         engine = make_engine(url)
         with transaction(session_factory(engine)) as session:

@@ -28,7 +28,8 @@ from engine.rules.backends import DURABLE_AVAILABLE, DURABLE_IMPORT_ERROR, run_d
 from engine.rules.compiler import compile_ruleset
 from engine.rules.evaluate import evaluate
 from engine.rules.features import EvaluationContext
-from engine.rules.ruleset import load_file
+from engine.rules.loader import load_file
+from engine.rules.types import type_of
 from engine.samples import generate
 
 RULES = Path(__file__).resolve().parent.parent / "rules" / "acme-corp.yaml"
@@ -269,7 +270,7 @@ def main(argv: list[str] | None = None) -> None:
               f"({sum(days.values()) / len(days):.1f} per timekeeper-day, at most {max(days.values())})")
     aggregate_rates: list[str] = []
     for rule in compiled.aggregates:
-        one_time, hits = timed(lambda rule=rule: list(rule.rule_type.evaluate_batch(rule, entries, None)), repeat, n)
+        one_time, hits = timed(lambda rule=rule: list(type_of(rule).evaluate_batch(rule, entries, None)), repeat, n)
         flagged = sum(len(hit.indexes) for hit in hits)
         print(f"[aggregate] {rule.id} ({rule.type}): {flagged:,} entries flagged in {len(hits):,} groups; "
               f"{one_time.line()}")
@@ -278,7 +279,7 @@ def main(argv: list[str] | None = None) -> None:
     def all_aggregates(batch: list[Any] = entries) -> int:
         cache: dict[object, object] = {}  # as evaluate() does: the rules share one timekeeper-day index
         return sum(len(hit.indexes) for rule in compiled.aggregates
-                   for hit in rule.rule_type.evaluate_batch(rule, batch, None, cache))
+                   for hit in type_of(rule).evaluate_batch(rule, batch, None, cache))
 
     agg_time, agg_hits = timed(all_aggregates, repeat, n)
     print(f"[aggregate] both together: {agg_hits:,} entries flagged; {agg_time.line()} "

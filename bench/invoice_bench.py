@@ -7,10 +7,10 @@ The entries come from ``engine.samples.generate`` and are stored with no active 
 ready; ingest and evaluation have their own benchmark). The client's profile takes several matters per
 invoice, so all N entries land on one invoice. Timed, each on a fresh database:
 
-* ``build``: ``engine.workflows.billing.invoices.build`` end to end: reading and validating the N entries, computing each line,
+* ``build``: ``invoices.build`` end to end: reading and validating the N entries, computing each line,
   checking and writing the LEDES file, locking the entries (guarded UPDATEs), storing the lines and the audit
   trail, commit included;
-* ``apply 1% rejections``: ``engine.workflows.billing.invoices.apply_rejections`` for N/100 rejected lines, with a proposal per
+* ``apply 1% rejections``: ``rejections.apply_rejections`` for N/100 rejected lines, with a proposal per
   entry (each evaluates the client's rule set on the entry), commit included.
 
 Figures only; nothing passes or fails.
@@ -30,12 +30,13 @@ from pathlib import Path
 
 from sqlalchemy import create_engine, text
 
-from connectors.destinations.base import Rejection
 from engine.samples import generate
 from engine.store.db import make_engine, session_factory, transaction, upgrade
 from engine.store.models import RuleSetStatus
 from engine.workflows.billing import invoices
-from engine.workflows.intake import add_ruleset_version, ingest
+from engine.workflows.billing.destinations import Rejection
+from engine.workflows.intake import ingest
+from engine.workflows.rulesets import add_ruleset_version
 
 RULES = Path(__file__).resolve().parents[1] / "rules" / "acme-corp.yaml"
 PROFILE = "\ninvoicing:\n  multiple_matters: true\n"
@@ -71,7 +72,7 @@ def run(url: str, count: int, label: str) -> None:
                   for n in range(1, lines + 1, 100)]
     started = time.perf_counter()
     with transaction(sessions) as session:
-        applied = invoices.apply_rejections(session, invoices.get(session, invoice_id), rejections, actor="bench")
+        applied = rejections.apply_rejections(session, invoices.get(session, invoice_id), rejections, actor="bench")
         sent_back = len(applied)
     reject_s = time.perf_counter() - started
     print(f"{label:<10} build    {build_s:8.3f} s  {lines / build_s:>9,.0f} lines/s  ({lines:,} lines, total "

@@ -31,11 +31,12 @@ from engine.model import Entry
 from engine.rules.backends import resolve_backend
 from engine.rules.evaluate import evaluate
 from engine.rules.features import EvaluationContext
-from engine.rules.ruleset import load_text
+from engine.rules.loader import load_text
 from engine.samples import firm, generate
 from engine.store.db import current_revision, database_url, make_engine, session_factory, transaction, upgrade
 from engine.store.models import EntryRow, Evaluation, ReviewAction, RuleSetStatus, ViolationRow
-from engine.workflows.intake import CircuitBreaker, IngestResult, add_ruleset_version, ingest
+from engine.workflows.intake import CircuitBreaker, IngestResult, ingest
+from engine.workflows.rulesets import add_ruleset_version
 
 RULES = Path(__file__).resolve().parent.parent / "rules" / "acme-corp.yaml"
 SEED = 11

@@ -13,17 +13,22 @@ from typing import Any, TextIO
 
 from pydantic import ValidationError
 
+from engine.errors import Invalid
 from engine.model import Entry
 
 LIST_FIELDS = ("redacted_fields", "data_quality_flags")
 
 
-class EntryFileError(Exception):
+class EntryFileError(Invalid):
     """Entries that could not be read; ``problems`` holds one ``file:line: what`` text per bad record."""
 
+    code = "invalid_entries"
+
     def __init__(self, problems: list[str]):
-        super().__init__("\n".join(problems))
-        self.problems = problems
+        super().__init__(problems[0] if problems else "the entries could not be read", problems)
+
+    def __str__(self) -> str:
+        return "\n".join(self.problems)
 
 
 def _problems(file: str, line: int, exc: ValidationError) -> list[str]:

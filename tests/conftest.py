@@ -14,7 +14,8 @@ from engine.model import Entry
 from engine.rules.backends import DURABLE_AVAILABLE
 from engine.rules.evaluate import Violation, evaluate
 from engine.rules.features import EvaluationContext
-from engine.rules.ruleset import RuleSet, load_text
+from engine.rules.loader import load_text
+from engine.rules.ruleset import RuleSet
 
 REPO = Path(__file__).resolve().parent.parent
 BUNDLED_RULES = REPO / "rules" / "acme-corp.yaml"

@@ -31,7 +31,9 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
-from connectors.destinations.base import (
+from engine import ledes
+from engine.ledes import FORMATS, LedesInvoice
+from engine.workflows.billing.destinations import (
     DestinationError,
     Package,
     PortalState,
@@ -39,8 +41,6 @@ from connectors.destinations.base import (
     Rejection,
     Status,
 )
-from engine import ledes
-from engine.ledes import FORMATS, LedesInvoice
 
 # Invoice numbers become file names: letters, digits and a few separators, never a path.
 _SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")

@@ -67,7 +67,9 @@ from urllib.parse import urljoin
 
 import httpx
 
-from connectors.destinations.base import (
+from connectors.destinations.directory import build_package, check_package
+from engine.ledes import FORMATS, LedesInvoice
+from engine.workflows.billing.destinations import (
     DestinationError,
     Package,
     PortalState,
@@ -75,8 +77,6 @@ from connectors.destinations.base import (
     Rejection,
     Status,
 )
-from connectors.destinations.directory import build_package, check_package
-from engine.ledes import FORMATS, LedesInvoice
 
 DEFAULT_TOKEN_URL = "https://auth.thomsonreuters.com/oauth/token"
 TOKEN_LEEWAY_SECONDS = 60.0  # fetch a new token this long before the old one expires

@@ -9,8 +9,14 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from connectors.destinations.base import Destination, DestinationError
+from sqlalchemy.orm import Session, sessionmaker
+
+from engine.errors import OcgateError
 from engine.ledes import FORMATS
+from engine.store.models import InvoiceRow
+from engine.workflows.billing import destinations, invoices, submission
+from engine.workflows.billing.destinations import Destination, DestinationError
+from engine.workflows.billing.errors import InvalidInvoice, InvoiceStateError
 
 KINDS = ("directory", "legaltracker")
 LEGALTRACKER_REQUIRED = ("base_url", "client_id", "firm_id", "firm_office_id", "company_id")
@@ -74,3 +80,63 @@ def _open(kind: str, settings: dict[str, Any], environ: dict[str, str] | None, o
         settings["base_url"], settings["client_id"], secret, settings["firm_id"], settings["firm_office_id"],
         settings["company_id"], matter_ids=settings.get("matter_ids") or {}, fmt=settings.get("format", "1998b"),
         **{**options, **overrides})
+
+
+def configure(session: Session, name: str, *, kind: str, settings: dict[str, Any], clients: list[str]) -> None:
+    """Check a destination's settings and store it (replacing one of the same name)."""
+    problems = check_settings(kind, settings)
+    if problems:
+        raise InvalidInvoice(f"destination {name}: " + "; ".join(problems))
+    destinations.save(session, name=name, kind=kind, settings=settings, clients=clients)
+
+
+def for_client(session: Session, client_id: str, name: str | None = None) -> Destination:
+    """A client's destination, opened: the named one, else the one configured for the client."""
+    configured = destinations.destination_for(session, client_id, name)
+    try:
+        return open_destination(configured.kind, configured.settings, name=configured.name)
+    except DestinationError as exc:
+        raise DestinationMisconfigured(f"destination {configured.name}: {exc}") from None
+
+
+class DestinationMisconfigured(InvalidInvoice):
+    code = "destination_misconfigured"
+
+
+# Sending and polling: a stored invoice, its configured destination opened, the billing workflow called.
+
+def submit(sessions: sessionmaker[Session], ref: int | str, *, destination: str | None = None,
+           actor: str) -> InvoiceRow:
+    """Submit invoice ``ref`` (id or number) to the named destination, else the one it went to, else the
+    client's."""
+    with sessions() as session:
+        invoice = invoices.get(session, ref)
+        target = for_client(session, invoice.client_id, destination or invoice.destination)
+        invoice_id = invoice.id
+    return submission.submit(sessions, invoice_id, target, actor=actor)
+
+
+def poll(sessions: sessionmaker[Session], ref: int | str, *, actor: str) -> submission.PollResult:
+    """Ask the destination an invoice went to how it stands; rejected lines go back to the review queue."""
+    with sessions() as session:
+        invoice = invoices.get(session, ref)
+        if not invoice.destination:
+            raise InvoiceStateError(f"invoice {invoice.number} has not been submitted")
+        target = for_client(session, invoice.client_id, invoice.destination)
+        invoice_id = invoice.id
+    return submission.poll(sessions, invoice_id, target, actor=actor)
+
+
+def poll_waiting(sessions: sessionmaker[Session], *, client_id: str | None = None,
+                 actor: str) -> list[tuple[str, submission.PollResult | OcgateError]]:
+    """Poll every submitted invoice whose outcome is not known yet; one destination's failure stops no other.
+    Per invoice number: the result, or the error."""
+    with sessions() as session:
+        waiting = submission.awaiting_outcome(session, client_id)
+    results: list[tuple[str, submission.PollResult | OcgateError]] = []
+    for invoice_id, number in waiting:
+        try:
+            results.append((number, poll(sessions, invoice_id, actor=actor)))
+        except OcgateError as exc:
+            results.append((number, exc))
+    return results

@@ -37,6 +37,7 @@ from engine.rules.features import (
     field_feature,
 )
 from engine.rules.ruleset import Rule, RuleSet
+from engine.rules.types import type_of
 
 _UNSET = object()  # a lazily computed feature not worked out yet
 MARKER = "ocg"  # present in every fact; durable-rules needs a positive test beside a bare "$nex"
@@ -75,7 +76,7 @@ class CompiledRuleSet:
 
 def rule_condition(rule: Rule, ruleset: RuleSet) -> Node:
     """The rule's own condition, narrowed by its ``when`` scope and effective dates."""
-    return all_of(scope_condition(rule), rule.rule_type.compile(rule, ruleset))
+    return all_of(scope_condition(rule), type_of(rule).compile(rule, ruleset))
 
 
 def scope_condition(rule: Rule) -> Node | None:
@@ -100,7 +101,7 @@ def compile_ruleset(ruleset: RuleSet, statuses: tuple[str, ...] = ("active", "sh
     for rule in ruleset.rules:
         if rule.status not in statuses:
             continue
-        if rule.aggregate:
+        if type_of(rule).aggregate:
             aggregates.append(rule)
             scope = scope_condition(rule)
             scopes[rule.id] = to_nnf(scope) if scope is not None else None

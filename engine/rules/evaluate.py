@@ -16,7 +16,7 @@ from engine.rules.compiler import CompiledRuleSet, compile_ruleset, scope_predic
 from engine.rules.conditions import Evidence, explain, render_value
 from engine.rules.features import DERIVED_FUNCTIONS, EvaluationContext, field_feature
 from engine.rules.ruleset import Rule, RuleSet
-from engine.rules.types import Adjustment
+from engine.rules.types import Adjustment, type_of
 
 log = logging.getLogger("ocgate.engine")
 
@@ -90,7 +90,7 @@ def _render(value: Any) -> str:
 
 def render_message(rule: Rule, entry: Entry, evidence: list[Evidence], extra: dict[str, Any],
                    ctx: EvaluationContext) -> str:
-    template = rule.message or rule.rule_type.default_message
+    template = rule.message or type_of(rule).default_message
     values = _Vars(entry, ctx)
     values.update(rule_id=rule.id, title=rule.title, severity=rule.severity, entry_uid=entry.entry_uid)
     if evidence:
@@ -129,7 +129,7 @@ def evaluate(
         scope = scope_predicate(compiled, rule, ctx)
         if uids is None:
             uids = [e.entry_uid for e in applicable]
-        for hit in rule.rule_type.evaluate_batch(rule, applicable, scope, batch_cache):
+        for hit in type_of(rule).evaluate_batch(rule, applicable, scope, batch_cache):
             contributing = [uids[j] for j in hit.indexes]  # one list, shared by the group's violations
             for i in hit.indexes:
                 entry = applicable[i]
@@ -153,11 +153,11 @@ def _entry_violation(compiled: CompiledRuleSet, entry: Entry, rule: Rule, positi
     condition = compiled.rules[position].condition
     values = {key: feature.compute(entry, ctx) for key, feature in compiled.rules[position].features.items()}
     evidence = explain(condition, values, entry)
-    adjustment = rule.rule_type.propose(rule, entry, evidence)
+    adjustment = type_of(rule).propose(rule, entry, evidence)
     return Violation(
         entry_uid=entry.entry_uid, rule_id=rule.id, rule_type=rule.type, title=rule.title,
         severity=rule.severity, rule_status=rule.status, ruleset_id=compiled.ruleset.id,
         ruleset_revision=compiled.ruleset.revision,
-        message=render_message(rule, entry, evidence, rule.rule_type.message_values(rule, entry, evidence), ctx),
+        message=render_message(rule, entry, evidence, type_of(rule).message_values(rule, entry, evidence), ctx),
         evidence=evidence, references=rule.references, adjustment=adjustment,
     )

@@ -31,7 +31,8 @@ from engine.rules.backends import DURABLE_AVAILABLE
 from engine.rules.compiler import compile_ruleset
 from engine.rules.evaluate import evaluate
 from engine.rules.features import EvaluationContext
-from engine.rules.ruleset import RuleSet, RuleSetError, load_file
+from engine.rules.loader import RuleSetError, load_file
+from engine.rules.ruleset import RuleSet
 from engine.rules.yamlpos import Problem, YamlError, parse
 
 ALL_STATUSES = ("active", "shadow", "draft")

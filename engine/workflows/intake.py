@@ -26,7 +26,6 @@ from engine.model import Entry, EntryStatus
 from engine.rules.conditions import Evidence
 from engine.rules.evaluate import Violation, evaluate
 from engine.rules.features import EvaluationContext
-from engine.rules.ruleset import RuleSet, load_text
 from engine.store.models import (
     EntryRow,
     EntryState,
@@ -38,6 +37,7 @@ from engine.store.models import (
     UtcDateTime,
     ViolationRow,
 )
+from engine.workflows.rulesets import active_versions, load_version
 
 SEVERITY_ORDER = {"error": 3, "warning": 2, "info": 1}
 WITHDRAWN_STATUSES = {EntryStatus.VOID, EntryStatus.DELETED}
@@ -82,23 +82,6 @@ def source_version(entry: Entry, record: dict[str, Any]) -> str:
         return entry.source_version
     text = json.dumps({k: v for k, v in record.items() if k != "ingested_at"}, sort_keys=True, default=str)
     return "sha256:" + hashlib.sha256(text.encode()).hexdigest()[:32]
-
-
-_RULESETS: dict[str, RuleSet] = {}
-
-
-def load_version(version: RuleSetVersion) -> RuleSet:
-    """The parsed rule set of a stored version (cached by content hash)."""
-    cached = _RULESETS.get(version.revision)
-    if cached is None:
-        cached = _RULESETS[version.revision] = load_text(version.yaml_text, f"{version.ruleset_id}@{version.revision}")
-    return cached
-
-
-def active_versions(session: Session) -> list[RuleSetVersion]:
-    statuses = (RuleSetStatus.ACTIVE, RuleSetStatus.SHADOW)
-    return list(session.scalars(select(RuleSetVersion).where(RuleSetVersion.status.in_(statuses))
-                                .order_by(RuleSetVersion.ruleset_id, RuleSetVersion.id)))
 
 
 def _columns(entry: Entry, record: dict[str, Any], version: str) -> dict[str, Any]:
@@ -572,33 +555,3 @@ def _record(session: Session, rows: Sequence[Any], judgements: Sequence[_Judgeme
                         "contributing_json": write.shared(v.contributing),
                         "references_json": write.shared(v.references), "current": True})
             session.execute(_INSERT_VIOLATIONS, violations)
-
-
-def add_ruleset_version(session: Session, yaml_text: str, *, source: str = "<upload>", created_by: str | None = None,
-                        status: RuleSetStatus | None = None) -> RuleSetVersion:
-    """Store a rule file (validated first; a bad one raises RuleSetError). The same content is stored once;
-    a new version starts as a draft unless ``status`` says otherwise, a known one keeps its status."""
-    ruleset = load_text(yaml_text, source)
-    found = session.scalar(select(RuleSetVersion).where(RuleSetVersion.ruleset_id == ruleset.id,
-                                                        RuleSetVersion.revision == ruleset.revision))
-    if found is None:
-        found = RuleSetVersion(ruleset_id=ruleset.id, revision=ruleset.revision, version_label=ruleset.version,
-                               yaml_text=yaml_text, status=RuleSetStatus.DRAFT, created_by=created_by)
-        session.add(found)
-        session.flush()
-    if status is not None and status != found.status:
-        set_status(session, found, status)
-    return found
-
-
-def set_status(session: Session, version: RuleSetVersion, status: RuleSetStatus) -> None:
-    """Activating (or shadowing) a version retires the rule set's other version in that role."""
-    if status in (RuleSetStatus.ACTIVE, RuleSetStatus.SHADOW):
-        for other in session.scalars(select(RuleSetVersion).where(
-                RuleSetVersion.ruleset_id == version.ruleset_id, RuleSetVersion.status == status,
-                RuleSetVersion.id != version.id)):
-            other.status = RuleSetStatus.RETIRED
-            other.status_changed_at = dt.datetime.now(dt.UTC)
-    version.status = status
-    version.status_changed_at = dt.datetime.now(dt.UTC)
-    session.flush()

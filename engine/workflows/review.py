@@ -1,39 +1,45 @@
-"""The review workflow: approve, reject or adjust a flagged entry, each audited, each guarded by the
-entry's version so that of two reviewers acting at once exactly one wins.
-
-No web framework here: the API maps these exceptions to HTTP statuses.
+"""The review workflow: the queue of flagged entries, an entry with its findings and history, and a
+reviewer's approve, reject or adjust, each audited, each guarded by the entry's version so that of two
+reviewers acting at once exactly one wins.
 """
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
+import json
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
 from pydantic import ValidationError
-from sqlalchemy import select, update
+from sqlalchemy import and_, exists, func, or_, select, text, update
 from sqlalchemy.orm import Session
 
+from engine.entry_io import entry_record
+from engine.errors import OcgateError
 from engine.model import Entry, EntryKind, FeeBasis
 from engine.rules.features import EvaluationContext
-from engine.store.models import REVIEW_STATES, EntryRow, EntryState, ReviewAction, ViolationRow
-from engine.workflows.billing.invoices import open_portal_rejections, resolve_portal_rejections
+from engine.store.models import (
+    REVIEW_STATES,
+    WAITING_SQL,
+    EntryRow,
+    EntryState,
+    PortalRejection,
+    ReviewAction,
+    ViolationRow,
+)
+from engine.workflows.billing.rejections import open_portal_rejections, resolve_portal_rejections
 from engine.workflows.intake import reevaluate
 
 ADJUSTABLE = ("rate", "hours_billed", "narrative", "utbms_task_code", "utbms_activity_code", "utbms_expense_code")
 CENT = Decimal("0.01")
 
 
-class ReviewError(Exception):
-    """A review action that cannot be done; ``code`` is stable for API clients."""
+class ReviewError(OcgateError):
+    """A review action that cannot be done."""
 
-    code = "review_error"
-    status = 400
-
-    def __init__(self, message: str):
-        super().__init__(message)
-        self.message = message
+    code, status = "review_error", 400
 
 
 class NotFound(ReviewError):
@@ -67,6 +73,10 @@ class Outcome:
 
 def _claim(session: Session, entry_id: int, expected_version: int) -> EntryRow:
     """Bump the entry's version if it is still ``expected_version``; the loser of a race gets StaleVersion."""
+    if not 0 < entry_id < 2**63:
+        raise NotFound(f"entry {entry_id} does not exist")
+    if not 0 <= expected_version < 2**62:
+        raise StaleVersion(f"entry {entry_id} was never at version {expected_version}")
     claimed = session.execute(
         update(EntryRow).where(EntryRow.id == entry_id, EntryRow.version == expected_version)
         .values(version=expected_version + 1).execution_options(synchronize_session=False))
@@ -165,8 +175,6 @@ def adjust(session: Session, entry_id: int, *, expected_version: int, actor: str
     before_amount, after_amount = old.billed_amount, new.billed_amount
     write_down = ((after_amount - before_amount).quantize(CENT)
                   if before_amount is not None and after_amount is not None else None)
-    from engine.entry_io import entry_record
-
     before = {**_snapshot(row), "version": expected_version,
               "values": {k: _plain(getattr(old, k)) for k in changes}, "amount": _plain(before_amount)}
     if row.source_record is None:
@@ -192,7 +200,207 @@ def _plain(value: Any) -> Any:
 
 
 def history(session: Session, entry_id: int) -> list[ReviewAction]:
-    if session.get(EntryRow, entry_id) is None:
+    if not 0 < entry_id < 2**63 or session.get(EntryRow, entry_id) is None:
         raise NotFound(f"entry {entry_id} does not exist")
     return list(session.scalars(select(ReviewAction).where(ReviewAction.entry_id == entry_id)
                                 .order_by(ReviewAction.id)))
+
+
+def act(session: Session, action: str, entry_id: int, *, expected_version: int, actor: str, reason: str | None,
+        changes: dict[str, Any] | None = None, context: EvaluationContext | None = None) -> Outcome:
+    """``approve``, ``reject`` or ``adjust`` by name (the bulk action and the API's routes)."""
+    if action == "approve":
+        return approve(session, entry_id, expected_version=expected_version, actor=actor, reason=reason)
+    if action == "reject":
+        return reject(session, entry_id, expected_version=expected_version, actor=actor, reason=reason)
+    if action == "adjust":
+        return adjust(session, entry_id, expected_version=expected_version, actor=actor, reason=reason,
+                      changes=changes or {}, context=context)
+    raise InvalidChange(f"unknown review action {action!r} (approve, reject or adjust)")
+
+
+@dataclass
+class BulkResult:
+    entry_id: int
+    outcome: Outcome | None = None
+    error: ReviewError | None = None
+
+
+def bulk(session: Session, action: str, items: list[tuple[int, int]], *, actor: str, reason: str | None,
+         changes: dict[str, Any] | None = None) -> list[BulkResult]:
+    """One action on many (entry id, expected version) pairs. Each item is its own all-or-nothing step: one
+    stale or refused item does not stop the others."""
+    results = []
+    for entry_id, version in items:
+        try:
+            with session.begin_nested():
+                outcome = act(session, action, entry_id, expected_version=version, actor=actor, reason=reason,
+                              changes=changes)
+            results.append(BulkResult(entry_id, outcome=outcome))
+        except ReviewError as exc:
+            results.append(BulkResult(entry_id, error=exc))
+    return results
+
+
+# The queue -----------------------------------------------------------------------------------------------
+
+class InvalidCursor(ReviewError):
+    code, status = "invalid_cursor", 400
+
+
+QUEUE_COLUMNS = (EntryRow.id, EntryRow.entry_uid, EntryRow.source_system, EntryRow.source_id, EntryRow.state,
+                 EntryRow.worst_severity, EntryRow.version, EntryRow.work_date, EntryRow.updated_at,
+                 EntryRow.ledes_client_id, EntryRow.law_firm_matter_id, EntryRow.timekeeper_key,
+                 EntryRow.timekeeper_name, EntryRow.hours_billed, EntryRow.rate, EntryRow.amount)
+PORTAL_SEPARATOR = "\x1e"  # between a list item's portal reasons (a reason may hold commas)
+SORTS = {"work_date": (EntryRow.work_date, False), "-work_date": (EntryRow.work_date, True),
+         "updated_at": (EntryRow.updated_at, False), "-updated_at": (EntryRow.updated_at, True)}
+
+
+@dataclass(frozen=True)
+class QueueFilter:
+    states: tuple[str, ...] = ()  # default: every state waiting for review
+    client: str | None = None  # LEDES client id or the source's client id
+    matter: str | None = None  # law firm matter id or the client's matter id
+    timekeeper: str | None = None
+    rule_id: str | None = None
+    severity: str | None = None
+    date_from: dt.date | None = None
+    date_to: dt.date | None = None
+    source: str | None = None
+
+
+@dataclass
+class QueuePage:
+    items: list[dict[str, Any]]  # the list columns, plus rule_ids and portal_reasons
+    next_cursor: str | None
+
+
+def _encode_cursor(sort: str, value: Any, last_id: int) -> str:
+    raw = json.dumps({"s": sort, "v": value.isoformat() if hasattr(value, "isoformat") else value, "i": last_id})
+    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str, sort: str) -> tuple[Any, int]:
+    try:
+        data = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+        if data["s"] != sort:
+            raise ValueError("sort changed")
+        value = data["v"]
+        if sort.endswith("work_date"):
+            value = dt.date.fromisoformat(value)
+        else:
+            value = dt.datetime.fromisoformat(value)
+            if value.tzinfo is None:
+                raise ValueError("timestamp without a timezone")
+        last_id = int(data["i"])
+        if not 0 < last_id < 2**63:
+            raise ValueError("id out of range")
+        return value, last_id
+    except (ValueError, KeyError, TypeError, json.JSONDecodeError):
+        raise InvalidCursor("cursor is not one this list returned (or the sort changed)") from None
+
+
+def queue(session: Session, filters: QueueFilter = QueueFilter(), *, sort: str = "work_date",
+          cursor: str | None = None, limit: int = 50) -> QueuePage:
+    """One page of the queue, in a stable order (keyset paging: a page never repeats or skips an entry)."""
+    if sort not in SORTS:
+        raise InvalidCursor(f"sort by one of: {', '.join(SORTS)}")
+    states = filters.states or tuple(REVIEW_STATES)
+    # Only the listed columns: the full record (JSON) is for the entry's own page. The waiting states are
+    # written literally so that the planner can use the partial indexes (a bound parameter cannot prove the
+    # index's predicate). The rules of each entry come in the same query.
+    waiting = set(states) == set(REVIEW_STATES)
+    rule_ids = (select(func.aggregate_strings(ViolationRow.rule_id, ","))
+                .where(ViolationRow.entry_id == EntryRow.id, ViolationRow.current.is_(True),
+                       ViolationRow.rule_status == "active").scalar_subquery().label("rule_list"))
+    portal = (select(func.aggregate_strings(PortalRejection.reason, PORTAL_SEPARATOR))
+              .where(PortalRejection.entry_id == EntryRow.id, PortalRejection.resolved_at.is_(None))
+              .scalar_subquery().label("portal_list"))
+    query = select(*QUEUE_COLUMNS, rule_ids, portal).where(
+        text(WAITING_SQL) if waiting else EntryRow.state.in_(states))
+    if filters.client:
+        query = query.where(or_(EntryRow.ledes_client_id == filters.client,
+                                EntryRow.client_source_id == filters.client))
+    if filters.matter:
+        query = query.where(or_(EntryRow.law_firm_matter_id == filters.matter,
+                                EntryRow.client_matter_id == filters.matter))
+    if filters.timekeeper:
+        query = query.where(EntryRow.timekeeper_key == filters.timekeeper)
+    if filters.date_from:
+        query = query.where(EntryRow.work_date >= filters.date_from)
+    if filters.date_to:
+        query = query.where(EntryRow.work_date <= filters.date_to)
+    if filters.source:
+        query = query.where(EntryRow.source_system == filters.source)
+    if filters.rule_id or filters.severity:
+        conditions = [ViolationRow.entry_id == EntryRow.id, ViolationRow.current.is_(True),
+                      ViolationRow.rule_status == "active"]
+        if filters.rule_id:
+            conditions.append(ViolationRow.rule_id == filters.rule_id)
+        if filters.severity:
+            conditions.append(ViolationRow.severity == filters.severity)
+        query = query.where(exists().where(and_(*conditions)))
+    column, descending = SORTS[sort]
+    if cursor:
+        value, last_id = _decode_cursor(cursor, sort)
+        if descending:
+            query = query.where(or_(column < value, and_(column == value, EntryRow.id < last_id)))
+        else:
+            query = query.where(or_(column > value, and_(column == value, EntryRow.id > last_id)))
+    order = (column.desc(), EntryRow.id.desc()) if descending else (column.asc(), EntryRow.id.asc())
+    rows = list(session.execute(query.order_by(*order).limit(limit + 1)))
+    more = len(rows) > limit
+    rows = rows[:limit]
+    items = []
+    for r in rows:
+        item = dict(r._mapping)
+        item["rule_ids"] = sorted(set(item.pop("rule_list").split(","))) if r.rule_list else []
+        item["portal_reasons"] = item.pop("portal_list").split(PORTAL_SEPARATOR) if r.portal_list else []
+        items.append(item)
+    last = rows[-1] if rows else None
+    next_cursor = _encode_cursor(sort, getattr(last, column.key), last.id) if more and last else None
+    return QueuePage(items=items, next_cursor=next_cursor)
+
+
+@dataclass
+class EntryView:
+    """An entry as a reviewer sees it: the row, its current findings, open portal rejections and history."""
+
+    row: EntryRow
+    violations: list[ViolationRow]
+    portal_rejections: list[Any]
+    history: list[ReviewAction]
+
+
+def entry(session: Session, entry_id: int) -> EntryView:
+    row = session.get(EntryRow, entry_id) if 0 < entry_id < 2**63 else None
+    if row is None:
+        raise NotFound(f"entry {entry_id} does not exist")
+    violations = list(session.scalars(select(ViolationRow).where(
+        ViolationRow.entry_id == entry_id, ViolationRow.current.is_(True)).order_by(ViolationRow.id)))
+    return EntryView(row=row, violations=violations, portal_rejections=open_portal_rejections(session, entry_id),
+                     history=history(session, entry_id))
+
+
+@dataclass
+class QueueSummary:
+    by_state: dict[str, int]
+    by_rule: list[tuple[str, str, int]]  # (rule id, severity, entries), most first
+    first: list[Any]  # the first entries in the states asked for, by work date
+
+
+def summary(session: Session, *, state: str | None = None, limit: int = 20) -> QueueSummary:
+    """What waits for review: entries by state, the rules that flag them, and the first few."""
+    by_state = {str(s): n for s, n in session.execute(select(EntryRow.state, func.count()).group_by(EntryRow.state))}
+    states = (EntryState(state),) if state else (EntryState.IN_REVIEW, EntryState.HELD, EntryState.CONFLICT)
+    by_rule = [(rule_id, severity, n) for rule_id, severity, n in session.execute(
+        select(ViolationRow.rule_id, ViolationRow.severity, func.count())
+        .join(EntryRow, EntryRow.id == ViolationRow.entry_id)
+        .where(ViolationRow.current.is_(True), ViolationRow.rule_status == "active", EntryRow.state.in_(states))
+        .group_by(ViolationRow.rule_id, ViolationRow.severity).order_by(func.count().desc()))]
+    first = list(session.execute(
+        select(EntryRow.id, EntryRow.source_id, EntryRow.state, EntryRow.worst_severity, EntryRow.work_date,
+               EntryRow.timekeeper_name).where(EntryRow.state.in_(states))
+        .order_by(EntryRow.work_date, EntryRow.id).limit(limit)))
+    return QueueSummary(by_state=by_state, by_rule=by_rule, first=first)

@@ -15,14 +15,15 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from api.app import create_app
-from api.auth import Role, create_key
 from engine.entry_io import entry_record
 from engine.model import Entry
 from engine.rules.features import EvaluationContext
 from engine.store.db import transaction
 from engine.store.models import EntryRow, EntryState, RuleSetStatus
 from engine.workflows import review
-from engine.workflows.intake import CircuitBreaker, add_ruleset_version, ingest
+from engine.workflows.intake import CircuitBreaker, ingest
+from engine.workflows.keys import Role, create_key
+from engine.workflows.rulesets import add_ruleset_version
 from tests.store.conftest import db_url, sessions  # noqa: F401  (every API test runs on SQLite and PostgreSQL)
 from tests.store.test_pipeline import entry
 

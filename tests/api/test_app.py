@@ -9,7 +9,7 @@ import threading
 from decimal import Decimal
 from typing import Any
 
-from fastapi.routing import APIRoute
+from fastapi.routing import APIRoute, iter_route_contexts
 from fastapi.testclient import TestClient
 from sqlalchemy import event, select
 from sqlalchemy.orm import Session, sessionmaker
@@ -582,8 +582,9 @@ def test_the_openapi_document_lists_every_route_and_its_errors(world: World) -> 
     assert response.status_code == 200
     spec = response.json()
     documented = {(method, path) for path, operations in spec["paths"].items() for method in operations}
-    served = {(method.lower(), route.path) for route in world.client.app.routes  # type: ignore[attr-defined]
-              if isinstance(route, APIRoute) for method in route.methods}
+    served = {(method.lower(), context.path)  # every route, the routers' included
+              for context in iter_route_contexts(world.client.app.routes)  # type: ignore[attr-defined]
+              if isinstance(context.original_route, APIRoute) for method in context.methods or ()}
     assert documented == served == ROUTES
     error_ref = {"$ref": "#/components/schemas/ErrorResponse"}
     for method, path in sorted(ROUTES):

@@ -7,9 +7,9 @@ import datetime as dt
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from api.auth import KeyCache, Role, create_key, verify
 from engine.store.db import transaction
 from engine.store.models import ApiKey
+from engine.workflows.keys import KeyCache, Role, create_key, verify
 
 
 def test_only_a_hash_is_stored_and_a_wrong_secret_fails(sessions: sessionmaker[Session]) -> None:

@@ -14,7 +14,7 @@ from api.cli import main
 from engine import ledes
 from engine.entry_io import read_entries, write_jsonl
 from engine.rules.features import FIELD_TYPES
-from engine.rules.ruleset import load_file
+from engine.rules.loader import load_file
 from engine.rules.schema import ruleset_schema
 from tests.conftest import BUNDLED_RULES, REPO, locate, make_entry, make_expense
 

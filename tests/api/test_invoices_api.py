@@ -14,12 +14,13 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from api.app import create_app
-from api.auth import Role, create_key
 from connectors.legaltracker.fake import FakePortal, FakeRules, running_fake_portal
 from engine import ledes
 from engine.store.db import transaction
 from engine.store.models import DestinationRow, EntryRow, InvoiceRow, RuleSetStatus
-from engine.workflows.intake import add_ruleset_version, ingest
+from engine.workflows.intake import ingest
+from engine.workflows.keys import Role, create_key
+from engine.workflows.rulesets import add_ruleset_version
 from tests.api.conftest import ACME_TEXT, BASE, NOW, day, recent
 from tests.store.conftest import db_url, sessions  # noqa: F401
 

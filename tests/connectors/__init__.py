@@ -6,8 +6,8 @@ import datetime as dt
 import hashlib
 from decimal import Decimal
 
-from connectors.destinations.base import Package
 from engine.ledes import LedesInvoice, LedesLine
+from engine.workflows.billing.destinations import Package
 
 MATTER = "2026-0042"
 

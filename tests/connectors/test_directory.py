@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from connectors.destinations import directory as directory_module
-from connectors.destinations.base import DestinationError, Package, PortalState
 from connectors.destinations.directory import DirectoryDrop
+from engine.workflows.billing.destinations import DestinationError, Package, PortalState
 from tests.connectors import make_invoice
 
 

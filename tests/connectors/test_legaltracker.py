@@ -11,7 +11,6 @@ from typing import Any
 import httpx
 import pytest
 
-from connectors.destinations.base import DestinationError, PortalState
 from connectors.destinations.legaltracker import LegalTrackerClient, map_status
 from connectors.legaltracker.fake import (
     FakePortal,
@@ -21,6 +20,7 @@ from connectors.legaltracker.fake import (
     read_ledes,
     running_fake_portal,
 )
+from engine.workflows.billing.destinations import DestinationError, PortalState
 from tests.connectors import BAD_LINE_TOTAL_1998B, MATTER, make_invoice, package_of
 
 PORTAL_MATTER = "9001"

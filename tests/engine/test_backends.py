@@ -13,7 +13,7 @@ from engine.rules import backends
 from engine.rules.compiler import compile_ruleset, split_for_durable
 from engine.rules.evaluate import evaluate
 from engine.rules.features import EvaluationContext
-from engine.rules.ruleset import load_file, load_text
+from engine.rules.loader import load_file, load_text
 from engine.samples import generate
 
 ACME = Path(__file__).resolve().parents[2] / "rules" / "acme-corp.yaml"

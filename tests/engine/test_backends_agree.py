@@ -19,7 +19,8 @@ from engine.model import Entry
 from engine.rules.backends import DURABLE_AVAILABLE
 from engine.rules.evaluate import evaluate
 from engine.rules.features import EvaluationContext
-from engine.rules.ruleset import RuleSet, load_file
+from engine.rules.loader import load_file
+from engine.rules.ruleset import RuleSet
 
 RULES_DIR = Path(__file__).resolve().parents[2] / "rules"
 RULESETS = sorted(p for p in RULES_DIR.glob("*.yaml") if not p.name.endswith(".tests.yaml"))

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from engine.rules.ruleset import RuleSet, RuleSetError, load_file, load_text, revision_of
+from engine.rules.loader import RuleSetError, load_file, load_text, revision_of
+from engine.rules.ruleset import RuleSet
 from engine.rules.schema import ruleset_schema
 from engine.rules.yamlpos import parse
 from tests.conftest import BUNDLED_RULES, REPO, locate

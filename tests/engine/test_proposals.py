@@ -7,7 +7,7 @@ from pathlib import Path
 import yaml
 
 from engine.model import Entry
-from engine.rules.ruleset import load_text
+from engine.rules.loader import load_text
 from engine.workflows.billing.proposals import propose, reason_types
 
 ACME = (Path(__file__).resolve().parents[2] / "rules" / "acme-corp.yaml").read_text()

@@ -14,7 +14,7 @@ from engine.model import Entry
 from engine.rules.conditions import render_value
 from engine.rules.evaluate import evaluate
 from engine.rules.features import EvaluationContext
-from engine.rules.ruleset import RuleSetError
+from engine.rules.loader import RuleSetError
 from engine.rules.types import REGISTRY
 from tests.conftest import CONTEXT, decisive, flagged, load_rules, make_entry, make_expense, only, run
 

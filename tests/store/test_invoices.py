@@ -30,8 +30,9 @@ from engine.store.models import (
     RuleSetStatus,
 )
 from engine.workflows import review
-from engine.workflows.billing import invoices
-from engine.workflows.intake import add_ruleset_version, ingest
+from engine.workflows.billing import errors, invoices, rejections, submission
+from engine.workflows.intake import ingest
+from engine.workflows.rulesets import add_ruleset_version
 
 RULES = Path(__file__).resolve().parents[2] / "rules"
 CTX = EvaluationContext(as_of=dt.date(2026, 4, 6), period_start=dt.date(2026, 3, 1), period_end=dt.date(2026, 3, 31))
@@ -105,13 +106,13 @@ def test_an_invoice_bills_ready_entries_locks_them_and_its_file_reads_back(sessi
             invoice.id}
         actions = session.scalars(select(ReviewAction).where(ReviewAction.action == "invoiced")).all()
         assert len(actions) == 3 and actions[0].after["invoice"] == "SMK000001"
-    with pytest.raises(invoices.NothingToBill):  # locked entries are not billed twice
+    with pytest.raises(errors.NothingToBill):  # locked entries are not billed twice
         build(sessions)
 
 
 def test_one_matter_per_invoice_unless_the_client_takes_several(sessions: sessionmaker[Session]) -> None:
     setup(sessions, [entry("1"), entry("2", law_firm_matter_id="2025-0311")])
-    with pytest.raises(invoices.InvalidInvoice, match="one matter per invoice; choose one of: 2025-0311, 2026-0017"):
+    with pytest.raises(errors.InvalidInvoice, match="one matter per invoice; choose one of: 2025-0311, 2026-0017"):
         build(sessions)
     invoice = build(sessions, invoices.BuildRequest(**{**MARCH.__dict__, "matters": ("2025-0311",)}))
     assert invoice.matters == ["2025-0311"] and invoice.line_count == 1
@@ -233,7 +234,7 @@ def test_entries_changed_while_building_are_not_billed_stale(sessions: sessionma
         return draft
 
     monkeypatch.setattr(invoices, "prepare", stale)
-    with pytest.raises(invoices.EntriesChanged):
+    with pytest.raises(errors.EntriesChanged):
         build(sessions)
     with sessions() as session:
         assert session.scalar(select(InvoiceRow)) is None and session.scalar(select(EntryRow.state)) == "ready"
@@ -241,19 +242,19 @@ def test_entries_changed_while_building_are_not_billed_stale(sessions: sessionma
 
 def test_numbers_are_letters_and_digits_and_never_reused(sessions: sessionmaker[Session]) -> None:
     setup(sessions, [entry("1"), entry("2", work_date="2026-04-02")])
-    with pytest.raises(invoices.InvalidInvoice, match="letters and digits"):
+    with pytest.raises(errors.InvalidInvoice, match="letters and digits"):
         build(sessions, invoices.BuildRequest(**{**MARCH.__dict__, "number": "2026-001"}))
     first = build(sessions, invoices.BuildRequest(**{**MARCH.__dict__, "number": "A2026001"}))
     with transaction(sessions) as session:
         invoices.void(session, first.id, actor="bill", reason="wrong period")
-    with pytest.raises(invoices.NumberTaken):
+    with pytest.raises(errors.NumberTaken):
         build(sessions, invoices.BuildRequest(**{**MARCH.__dict__, "number": "A2026001"}))
 
 
 def test_voiding_releases_the_entries(sessions: sessionmaker[Session]) -> None:
     setup(sessions, [entry("1"), entry("2")])
     invoice = build(sessions)
-    with pytest.raises(invoices.InvalidInvoice, match="reason"), transaction(sessions) as session:
+    with pytest.raises(errors.InvalidInvoice, match="reason"), transaction(sessions) as session:
         invoices.void(session, invoice.id, actor="bill", reason=" ")
     with transaction(sessions) as session:
         invoices.void(session, invoice.number, actor="bill", reason="client asked for a split by phase")
@@ -261,7 +262,7 @@ def test_voiding_releases_the_entries(sessions: sessionmaker[Session]) -> None:
         assert set(session.scalars(select(EntryRow.state))) == {"ready"}
         assert set(session.scalars(select(EntryRow.invoice_id))) == {None}
         assert [e.action for e in invoices.events(session, invoice.id)] == ["built", "voided"]
-    with pytest.raises(invoices.InvoiceStateError), transaction(sessions) as session:
+    with pytest.raises(errors.InvoiceStateError), transaction(sessions) as session:
         invoices.void(session, invoice.id, actor="bill", reason="again")
     assert build(sessions).line_count == 2  # released entries bill again, on a new number
 
@@ -285,21 +286,21 @@ def test_submitting_to_a_directory_is_idempotent_and_sidecar_rejections_come_bac
     invoice = build(sessions)
     (tmp_path / "out").mkdir()
     drop = DirectoryDrop(tmp_path / "out")
-    invoices.submit(sessions, invoice.id, drop, actor="bill")
-    invoices.submit(sessions, invoice.id, drop, actor="bill")  # again: nothing new is sent
+    submission.submit(sessions, invoice.id, drop, actor="bill")
+    submission.submit(sessions, invoice.id, drop, actor="bill")  # again: nothing new is sent
     files = sorted(p.name for p in (tmp_path / "out").iterdir())
     assert files == ["SMK000001.txt"]
     assert (tmp_path / "out" / "SMK000001.txt").read_bytes().decode() == invoice.content
     with sessions() as session:
         stored = invoices.get(session, invoice.id)
         assert (stored.status, stored.destination, stored.portal_state) == ("submitted", "directory", "delivered")
-        with pytest.raises(invoices.InvoiceStateError):
+        with pytest.raises(errors.InvoiceStateError):
             invoices.void(session, invoice.id, actor="bill", reason="x")
     (tmp_path / "out" / "SMK000001.rejections.json").write_text(json.dumps(
         [{"line_number": 2, "reason": "Fee - Excessive time", "reason_code": "EXCESSIVE_TIME"}]))
-    result = invoices.poll(sessions, invoice.id, drop, actor="poller")
+    result = submission.poll(sessions, invoice.id, drop, actor="poller")
     assert len(result.applied) == 1
-    again = invoices.poll(sessions, invoice.id, drop, actor="poller")
+    again = submission.poll(sessions, invoice.id, drop, actor="poller")
     assert again.applied == []  # applied once, however often it is polled
     with sessions() as session:
         rows = {r.source_id: r for r in session.scalars(select(EntryRow))}
@@ -321,7 +322,7 @@ def test_submitting_to_a_directory_is_idempotent_and_sidecar_rejections_come_bac
     with transaction(sessions) as session:
         review.approve(session, rows["2"].id, expected_version=rows["2"].version, actor="rita",
                        reason="client agreed by phone to the trial-day hours")
-        assert invoices.open_portal_rejections(session, rows["2"].id) == []
+        assert rejections.open_portal_rejections(session, rows["2"].id) == []
 
 
 def _submitted(sessions: sessionmaker[Session], tmp_path: Path) -> tuple[InvoiceRow, DirectoryDrop, Path]:
@@ -329,7 +330,7 @@ def _submitted(sessions: sessionmaker[Session], tmp_path: Path) -> tuple[Invoice
     folder.mkdir()
     drop = DirectoryDrop(folder)
     invoice = build(sessions)
-    invoices.submit(sessions, invoice.id, drop, actor="bill")
+    submission.submit(sessions, invoice.id, drop, actor="bill")
     return invoice, drop, folder
 
 
@@ -339,7 +340,7 @@ def test_a_whole_invoice_rejected_sends_every_line_back_and_can_then_be_voided(
     invoice, drop, folder = _submitted(sessions, tmp_path)
     (folder / f"{invoice.number}.rejections.json").write_text(json.dumps(
         [{"line_number": None, "reason": "Invoice - Wrong matter number", "reason_code": "MATTER"}]))
-    result = invoices.poll(sessions, invoice.id, drop, actor="poller")
+    result = submission.poll(sessions, invoice.id, drop, actor="poller")
     assert result.state == "rejected" and len(result.applied) == 3  # one record per entry sent back
     with sessions() as session:
         assert set(session.scalars(select(EntryRow.state))) == {"in_review"}
@@ -357,7 +358,7 @@ def test_a_line_cut_keeps_the_entry_billed(sessions: sessionmaker[Session], tmp_
     (folder / f"{invoice.number}.rejections.json").write_text(json.dumps(
         [{"line_number": 2, "reason": "Fee - Excessive time", "amount": "-1387.50",
           "comment": "at most 6 hours per entry"}]))
-    [cut] = invoices.poll(sessions, invoice.id, drop, actor="poller").applied
+    [cut] = submission.poll(sessions, invoice.id, drop, actor="poller").applied
     assert (cut.kind, cut.amount, cut.resolved_at is not None) == ("cut", Decimal("-1387.50"), True)
     with sessions() as session:
         assert set(session.scalars(select(EntryRow.state))) == {"invoiced"}  # billing it again would bill twice
@@ -371,7 +372,7 @@ def test_a_rejection_naming_a_line_the_invoice_lacks_is_kept_not_lost(
     setup(sessions, [entry("1")])
     invoice, drop, folder = _submitted(sessions, tmp_path)
     (folder / f"{invoice.number}.rejections.json").write_text(json.dumps([{"line_number": 9, "reason": "Odd"}]))
-    [kept] = invoices.poll(sessions, invoice.id, drop, actor="poller").applied
+    [kept] = submission.poll(sessions, invoice.id, drop, actor="poller").applied
     assert (kept.entry_id, kept.line_number, kept.proposal["kind"]) == (None, 9, "none")
     with sessions() as session:
         assert session.scalar(select(EntryRow.state)) == "invoiced"
@@ -383,8 +384,8 @@ def test_a_destination_that_refuses_outright_leaves_a_draft(sessions: sessionmak
     folder = tmp_path / "out"
     folder.mkdir()
     (folder / f"{invoice.number}.txt").write_text("someone else's invoice under our number")
-    with pytest.raises(invoices.DestinationFailed) as failed:
-        invoices.submit(sessions, invoice.id, DirectoryDrop(folder), actor="bill")
+    with pytest.raises(errors.DestinationFailed) as failed:
+        submission.submit(sessions, invoice.id, DirectoryDrop(folder), actor="bill")
     assert not failed.value.retryable and failed.value.status == 502
     with sessions() as session:
         stored = invoices.get(session, invoice.id)
@@ -403,12 +404,12 @@ def test_two_submissions_at_once_send_once(sessions: sessionmaker[Session], tmp_
     with transaction(sessions) as session:  # another request claimed it and is sending right now
         claimed = invoices.get(session, invoice.id)
         claimed.status, claimed.destination, claimed.submit_lease_until = "submitting", "directory", soon
-    with pytest.raises(invoices.InvoiceStateError, match="being submitted by another request"):
-        invoices.submit(sessions, invoice.id, drop, actor="bill")
+    with pytest.raises(errors.InvoiceStateError, match="being submitted by another request"):
+        submission.submit(sessions, invoice.id, drop, actor="bill")
     assert list(folder.iterdir()) == []
     with transaction(sessions) as session:  # that request died: its lease runs out, and submitting resumes
         invoices.get(session, invoice.id).submit_lease_until = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=1)
-    done = invoices.submit(sessions, invoice.id, drop, actor="bill")
+    done = submission.submit(sessions, invoice.id, drop, actor="bill")
     assert (done.status, done.submit_lease_until) == ("submitted", None)
     assert [p.name for p in folder.iterdir()] == [f"{invoice.number}.txt"]
 
@@ -419,7 +420,7 @@ def test_one_off_discounts_follow_the_profiles_and_are_checked(sessions: session
     setup(sessions, [entry("1"), expense("2")])
     bad = invoices.BuildRequest(**{**MARCH.__dict__, "discounts": (Discount(kind="expenses", description="credit",
                                                                             amount=Decimal("5")),)})
-    with pytest.raises(invoices.InvalidInvoice, match="needs an expense_code"):
+    with pytest.raises(errors.InvalidInvoice, match="needs an expense_code"):
         build(sessions, bad)
     request = invoices.BuildRequest(**{**MARCH.__dict__, "discounts": (
         Discount(kind="fees", description="Courtesy discount", percent=Decimal("10")),
@@ -440,7 +441,7 @@ def test_two_builds_at_once_bill_each_entry_once(sessions: sessionmaker[Session]
         try:
             with transaction(sessions) as session:
                 outcomes.append(invoices.build(session, MARCH, actor="bill").line_count)
-        except invoices.InvoiceError as exc:  # the loser: nothing left to bill, or its entries were taken
+        except errors.InvoiceError as exc:  # the loser: nothing left to bill, or its entries were taken
             outcomes.append(exc.code)
         except OperationalError as exc:  # SQLite may refuse the second writer outright ("database is locked")
             outcomes.append(type(exc).__name__)

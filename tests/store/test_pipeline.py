@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from engine.model import Entry
 from engine.rules.features import EvaluationContext
-from engine.rules.ruleset import RuleSetError
+from engine.rules.loader import RuleSetError
 from engine.store.db import current_revision, transaction
 from engine.store.models import (
     EntryRow,
@@ -25,7 +25,8 @@ from engine.store.models import (
     ViolationRow,
 )
 from engine.workflows import intake as pipeline
-from engine.workflows.intake import CircuitBreaker, add_ruleset_version, ingest, set_status
+from engine.workflows.intake import CircuitBreaker, ingest
+from engine.workflows.rulesets import add_ruleset_version, set_status
 
 RULES = Path(__file__).resolve().parents[2] / "rules"
 CTX = EvaluationContext(as_of=dt.date(2026, 4, 6), period_start=dt.date(2026, 3, 1), period_end=dt.date(2026, 3, 31))

@@ -16,7 +16,8 @@ from engine.rules.features import EvaluationContext
 from engine.store.db import transaction
 from engine.store.models import EntryRow, EntryState, ReviewAction, RuleSetStatus, ViolationRow
 from engine.workflows import review
-from engine.workflows.intake import add_ruleset_version, ingest
+from engine.workflows.intake import ingest
+from engine.workflows.rulesets import add_ruleset_version
 from tests.store.test_pipeline import CTX, entry
 
 RULES = Path(__file__).resolve().parents[2] / "rules"

@@ -10,7 +10,7 @@ from engine.rules.types import (
     rates,
     timing,
 )
-from engine.rules.types.base import REGISTRY, Adjustment, AggregateHit, RuleProblem, RuleType
+from engine.rules.types.base import REGISTRY, Adjustment, AggregateHit, RuleProblem, RuleType, type_of
 
 __all__ = ["REGISTRY", "Adjustment", "AggregateHit", "RuleProblem", "RuleType", "aggregates", "codes",
-           "condition", "expenses", "narrative", "rates", "timing"]
+           "condition", "expenses", "narrative", "rates", "timing", "type_of"]

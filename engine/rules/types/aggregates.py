@@ -4,14 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from decimal import Decimal
-from typing import TYPE_CHECKING
 
 from engine.model import Entry, EntryKind
 from engine.rules.conditions import Evidence
+from engine.rules.ruleset import Rule
 from engine.rules.types.base import POSITIVE, AggregateHit, RuleType, register
-
-if TYPE_CHECKING:
-    from engine.rules.ruleset import Rule
 
 Scope = Callable[[Entry], bool] | None
 _TIME = EntryKind.TIME

@@ -9,14 +9,12 @@ import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
 from engine.model import Entry
 from engine.rules.conditions import Evidence, Leaf, Node, all_of, any_of
 from engine.rules.features import DECIMAL, FIELD_TYPES, INT, Feature, field_feature
-
-if TYPE_CHECKING:
-    from engine.rules.ruleset import Rule, RuleSet
+from engine.rules.ruleset import Rule, RuleSet
 
 Path = tuple[str | int, ...]
 
@@ -113,6 +111,11 @@ REGISTRY: dict[str, RuleType] = {}
 def register(cls: type[RuleType]) -> type[RuleType]:
     REGISTRY[cls.name] = cls()
     return cls
+
+
+def type_of(rule: Rule) -> RuleType:
+    """The type that compiles, checks and explains ``rule``."""
+    return REGISTRY[rule.type]
 
 
 # Helpers for building conditions ------------------------------------------------------------------

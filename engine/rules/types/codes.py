@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from engine.codes import utbms_codes
 from engine.model import Entry
 from engine.rules.conditions import Evidence, Node, all_of, any_of
+from engine.rules.ruleset import Rule, RuleSet
 from engine.rules.types.base import (
     CODE_LIST,
     STRINGS,
@@ -20,9 +21,6 @@ from engine.rules.types.base import (
     register,
 )
 from engine.rules.types.rates import TIMEKEEPER_FIELDS
-
-if TYPE_CHECKING:
-    from engine.rules.ruleset import Rule, RuleSet
 
 CODE_FIELDS = {"task_codes": "utbms_task_code", "activity_codes": "utbms_activity_code",
                "expense_codes": "utbms_expense_code"}

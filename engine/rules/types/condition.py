@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import datetime as dt
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from engine.rules.conditions import And, Leaf, Node, Not, Or, all_of, constant_fits
 from engine.rules.features import BOOL, DATE, DECIMAL, FIELD_TYPES, INT, STRING, Feature, field_feature
+from engine.rules.ruleset import Rule, RuleSet
 from engine.rules.types.base import RuleProblem, RuleType, compile_regex, register
-
-if TYPE_CHECKING:
-    from engine.rules.ruleset import Rule, RuleSet
 
 Path = tuple[str | int, ...]
 _ORDERED_TYPES = (DECIMAL, INT, DATE)

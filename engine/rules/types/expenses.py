@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from engine.model import Entry
 from engine.rules.conditions import Evidence, Node, all_of, any_of
+from engine.rules.ruleset import Rule, RuleSet
 from engine.rules.types.base import (
     ACTION,
     CODE_LIST,
@@ -24,9 +25,6 @@ from engine.rules.types.base import (
     register,
 )
 from engine.rules.types.codes import check_codes
-
-if TYPE_CHECKING:
-    from engine.rules.ruleset import Rule, RuleSet
 
 CENT = Decimal("0.01")
 # UTBMS has no travel activity code (A109 is "Appear for/attend"): find travel by what the narrative says.

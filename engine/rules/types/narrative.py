@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
 
 from engine.rules.conditions import Leaf, Node, all_of, any_of
 from engine.rules.features import Feature
+from engine.rules.ruleset import Rule, RuleSet
 from engine.rules.types.base import (
     NON_NEGATIVE,
     STRINGS,
@@ -21,9 +21,6 @@ from engine.rules.types.base import (
     phrase_pattern,
     register,
 )
-
-if TYPE_CHECKING:
-    from engine.rules.ruleset import Rule, RuleSet
 
 COUNT = {"type": "integer", "minimum": 0}
 

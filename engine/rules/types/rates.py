@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from engine.codes import is_known_classification
 from engine.model import Entry, FeeBasis
 from engine.rules.conditions import Evidence, Node, Not, all_of, any_of
+from engine.rules.ruleset import Rule, RuleSet
 from engine.rules.types.base import (
     ACTION,
     LIST_REF,
@@ -21,9 +22,6 @@ from engine.rules.types.base import (
     one_of,
     register,
 )
-
-if TYPE_CHECKING:
-    from engine.rules.ruleset import Rule, RuleSet
 
 CAPS = {"type": "object", "additionalProperties": POSITIVE, "minProperties": 1}
 TIMEKEEPER_FIELDS = ["timekeeper_ledes_id", "timekeeper_source_id", "timekeeper_name"]

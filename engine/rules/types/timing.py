@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 from decimal import Decimal
-from typing import TYPE_CHECKING
 
 from engine.rules.conditions import Leaf, Node, all_of
 from engine.rules.features import Feature
+from engine.rules.ruleset import Rule, RuleSet
 from engine.rules.types.base import POSITIVE, RuleType, is_time, leaf, register
-
-if TYPE_CHECKING:
-    from engine.rules.ruleset import Rule, RuleSet
 
 
 @register

@@ -1,13 +1,13 @@
-"""Invoices: build one from the entries that are ready to bill, preview it, void it, submit it to a
-destination exactly once, poll its status, and take what the client's portal rejected back into the
-review queue with a proposal for the rule that would have caught it.
+"""Invoices: build one from the entries that are ready to bill, preview it, read it, void it; the firm's
+settings and the client's invoicing profile they are built with. Submission is in
+:mod:`engine.workflows.billing.submission`, the portal's rejections in :mod:`engine.workflows.billing.rejections`.
 
 An invoice is built from entries that are clean or cleared by review (state ``ready``) for one client, one
 billing period and one matter (several where the client's profile allows). Building locks the entries
 (state ``invoiced``); voiding releases them. The LEDES file is written once, kept verbatim with its hash,
 and what is submitted is exactly that file.
 
-No web framework here; the API and the command line map :class:`InvoiceError` to their own errors.
+Errors are :class:`engine.workflows.billing.errors.InvoiceError` subclasses, each with its code and status.
 """
 
 from __future__ import annotations
@@ -19,79 +19,45 @@ from dataclasses import dataclass, field
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
-from sqlalchemy import and_, insert, or_, select, update
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy import insert, or_, select, update
+from sqlalchemy.orm import Session
 
 from engine import ledes
-from engine.ledes.profile import ALNUM, Discount, FirmSettings, InvoicingProfile, classification, parse_profile
+from engine.ledes.profile import (
+    ALNUM,
+    Discount,
+    FirmSettings,
+    InvoicingProfile,
+    check_prefix,
+    classification,
+    parse_profile,
+)
 from engine.model import Entry, EntryKind, FeeBasis
-from engine.rules.ruleset import RuleSet
-from engine.store.db import transaction
 from engine.store.models import (
-    DestinationRow,
     EntryRow,
     EntryState,
     InvoiceEvent,
     InvoiceLine,
     InvoiceRow,
     InvoiceStatus,
-    PortalRejection,
     ReviewAction,
     RuleSetStatus,
     Setting,
 )
-from engine.workflows.intake import active_versions, load_version, reevaluate
+from engine.workflows.billing.errors import (
+    EntriesChanged,
+    InvalidInvoice,
+    InvoiceNotFound,
+    InvoiceStateError,
+    NothingToBill,
+    NumberTaken,
+)
+from engine.workflows.intake import reevaluate
+from engine.workflows.rulesets import client_rulesets
 
 CENT = Decimal("0.01")
-SUBMIT_LEASE = dt.timedelta(minutes=30)  # longer than a destination's retries take (Legal Tracker: about 10 min)
 ZERO = Decimal("0.00")
 CHUNK = 1000
-
-
-class InvoiceError(Exception):
-    """An invoice operation that cannot be done; ``code`` is stable for API clients."""
-
-    code, status = "invoice_error", 400
-
-    def __init__(self, message: str, problems: list[str] | None = None):
-        super().__init__(message)
-        self.message, self.problems = message, problems or []
-
-
-class InvoiceNotFound(InvoiceError):
-    code, status = "not_found", 404
-
-
-class NothingToBill(InvoiceError):
-    code, status = "nothing_to_bill", 422
-
-
-class InvalidInvoice(InvoiceError):
-    code, status = "invalid_invoice", 422
-
-
-class InvoiceStateError(InvoiceError):
-    code, status = "invoice_state", 409
-
-
-class NumberTaken(InvoiceError):
-    code, status = "number_taken", 409
-
-
-class EntriesChanged(InvoiceError):
-    code, status = "entries_changed", 409
-
-
-class DestinationFailed(InvoiceError):
-    """The destination refused or could not be reached; ``retryable`` says whether to try again."""
-
-    code, status = "destination_failed", 502
-
-    def __init__(self, message: str, *, retryable: bool):
-        super().__init__(message)
-        self.retryable = retryable
-        if retryable:
-            self.code, self.status = "destination_unavailable", 503
 
 
 # Firm settings ------------------------------------------------------------------------------------------
@@ -110,17 +76,28 @@ def save_firm_settings(session: Session, settings: FirmSettings) -> None:
     session.flush()
 
 
+def update_firm(session: Session, *, law_firm_id: str | None = None, invoice_prefix: str | None = None,
+                **firm: str | None) -> FirmSettings:
+    """Change the given firm settings (None: keep); ``firm`` holds the firm's address fields (LEDES 98BI)."""
+    current = firm_settings(session)
+    party = dict(current.firm.__dict__)
+    unknown = sorted(set(firm) - set(party))
+    if unknown:
+        raise InvalidInvoice(f"unknown firm fields: {', '.join(unknown)}")
+    party.update({key: value for key, value in firm.items() if value is not None})
+    prefix = current.invoice_prefix
+    if invoice_prefix is not None:
+        try:
+            prefix = check_prefix(invoice_prefix)
+        except ValueError as exc:
+            raise InvalidInvoice(str(exc)) from None
+    updated = FirmSettings(law_firm_id=law_firm_id or current.law_firm_id, invoice_prefix=prefix,
+                           firm=ledes.Party(**party))
+    save_firm_settings(session, updated)
+    return updated
+
+
 # The client's profile -----------------------------------------------------------------------------------
-
-def client_rulesets(session: Session, client_id: str) -> list[tuple[RuleSet, str]]:
-    """The stored rule sets (active and shadow) naming the client, with each version's status."""
-    found = []
-    for version in active_versions(session):
-        ruleset = load_version(version)
-        if client_id in ruleset.clients:
-            found.append((ruleset, str(version.status)))
-    return found
-
 
 def client_profile(session: Session, client_id: str) -> InvoicingProfile:
     """The ``invoicing`` block of the client's active rule set; the defaults when it has none."""
@@ -414,11 +391,11 @@ def prepare(session: Session, request: BuildRequest) -> Draft:
         raise InvalidInvoice(f"the invoice would break the LEDES contract: {exc.problems[0]}", exc.problems) from None
     for key, count in left_out.items():
         notes.append(f"{count} entries {key} were left out")
-    return Draft(invoice=invoice, format=fmt, content=content, sha256=_sha(content), profile=profile,
+    return Draft(invoice=invoice, format=fmt, content=content, sha256=sha256_of(content), profile=profile,
                  metas=[m for _, m in built], notes=notes, left_out=left_out)
 
 
-def _sha(content: str) -> str:
+def sha256_of(content: str) -> str:
     return hashlib.sha256(content.encode("utf-8")).hexdigest()
 
 
@@ -431,7 +408,7 @@ def _next_number(session: Session, prefix: str, invoice_id: int) -> str:
     return number
 
 
-def _event(session: Session, invoice: InvoiceRow, action: str, actor: str, **detail: Any) -> None:
+def event(session: Session, invoice: InvoiceRow, action: str, actor: str, **detail: Any) -> None:
     session.add(InvoiceEvent(invoice_id=invoice.id, action=action, actor=actor, detail=detail,
                              at=dt.datetime.now(dt.UTC)))
 
@@ -460,7 +437,7 @@ def build(session: Session, request: BuildRequest, *, actor: str) -> InvoiceRow:
         invoice.number = _next_number(session, firm_settings(session).invoice_prefix, invoice.id)
     final = ledes.LedesInvoice(**{**draft.invoice.__dict__, "invoice_number": invoice.number})
     invoice.content = ledes.write([final], draft.format)
-    invoice.sha256 = _sha(invoice.content)
+    invoice.sha256 = sha256_of(invoice.content)
     _lock(session, invoice, draft, actor, now)
     rows = [dict(invoice_id=invoice.id, line_number=ln.line_number, kind=ln.kind, entry_id=meta.entry_id,
                  entry_version=meta.entry_version, law_firm_matter_id=ln.law_firm_matter_id, units=ln.units,
@@ -469,7 +446,7 @@ def build(session: Session, request: BuildRequest, *, actor: str) -> InvoiceRow:
             for ln, meta in zip(draft.invoice.lines, draft.metas, strict=True)]
     for start in range(0, len(rows), CHUNK):
         session.execute(insert(InvoiceLine), rows[start:start + CHUNK])
-    _event(session, invoice, "built", actor, total=str(invoice.total), lines=invoice.line_count,
+    event(session, invoice, "built", actor, total=str(invoice.total), lines=invoice.line_count,
            sha256=invoice.sha256, notes=draft.notes)
     session.flush()
     return invoice
@@ -503,8 +480,10 @@ def _lock(session: Session, invoice: InvoiceRow, draft: Draft, actor: str, now: 
 
 def get(session: Session, invoice_id: int | str) -> InvoiceRow:
     """By id, or by invoice number."""
-    if isinstance(invoice_id, int) or str(invoice_id).isdigit():
-        found = session.get(InvoiceRow, int(invoice_id))
+    text = str(invoice_id)
+    if isinstance(invoice_id, int) or (text.isascii() and text.isdigit()):
+        number = int(invoice_id)
+        found = session.get(InvoiceRow, number) if 0 < number < 2**63 else None
         if found is None:
             found = session.scalar(select(InvoiceRow).where(InvoiceRow.number == str(invoice_id)))
     else:
@@ -512,6 +491,24 @@ def get(session: Session, invoice_id: int | str) -> InvoiceRow:
     if found is None:
         raise InvoiceNotFound(f"invoice {invoice_id} does not exist")
     return found
+
+
+def invoices(session: Session, *, client_id: str | None = None, status: str | None = None,
+             limit: int = 100) -> list[InvoiceRow]:
+    """The newest invoices first."""
+    query = select(InvoiceRow).order_by(InvoiceRow.id.desc()).limit(limit)
+    if client_id:
+        query = query.where(InvoiceRow.client_id == client_id)
+    if status:
+        query = query.where(InvoiceRow.status == status)
+    return list(session.scalars(query))
+
+
+def written_lines(invoice: InvoiceRow) -> dict[int, ledes.LedesLine]:
+    """The invoice's lines as its stored LEDES file has them (dates and descriptions), by line number."""
+    if not invoice.content:
+        return {}
+    return {ln.line_number: ln for ln in ledes.parse(invoice.content).invoices[0].lines}
 
 
 def lines(session: Session, invoice_id: int) -> list[InvoiceLine]:
@@ -560,199 +557,6 @@ def void(session: Session, invoice_id: int | str, *, actor: str, reason: str | N
         session.flush()
         reevaluate(session, refreshed)
     invoice.status, invoice.voided_at, invoice.void_reason = InvoiceStatus.VOID, now, reason
-    _event(session, invoice, "voided", actor, reason=reason, released=len(released))
+    event(session, invoice, "voided", actor, reason=reason, released=len(released))
     session.flush()
     return invoice
-
-
-# Submitting and polling ---------------------------------------------------------------------------------
-
-def destination_for(session: Session, client_id: str, name: str | None = None) -> DestinationRow:
-    """The named destination, else the one configured for the client, else the only one there is."""
-    if name:
-        row = session.scalar(select(DestinationRow).where(DestinationRow.name == name))
-        if row is None:
-            raise InvoiceNotFound(f"no destination named {name!r}")
-        return row
-    rows = list(session.scalars(select(DestinationRow).order_by(DestinationRow.id)))
-    serving = [r for r in rows if client_id in (r.clients or [])] or [r for r in rows if not r.clients]
-    if len(serving) != 1:
-        known = ", ".join(r.name for r in rows) or "none configured"
-        raise InvalidInvoice(f"say which destination to submit to (destinations: {known})")
-    return serving[0]
-
-
-@dataclass
-class PollResult:
-    invoice: InvoiceRow
-    state: str
-    changed: bool
-    applied: list[PortalRejection]
-
-
-def submit(sessions: sessionmaker[Session], invoice_id: int | str, destination: Any, *, actor: str) -> InvoiceRow:
-    """Send the stored file to ``destination`` (a ``connectors.destinations`` Destination) exactly once.
-
-    The attempt is committed as ``submitting`` before anything leaves, so a crash or timeout leaves a
-    record; submitting again resumes, and the destination finds the first attempt instead of sending twice.
-    """
-    from connectors.destinations.base import DestinationError
-
-    with transaction(sessions) as session:
-        invoice = get(session, invoice_id)
-        if invoice.status == InvoiceStatus.VOID:
-            raise InvoiceStateError(f"invoice {invoice.number} is void")
-        if invoice.status == InvoiceStatus.SUBMITTED:
-            if invoice.destination != destination.name:
-                raise InvoiceStateError(f"invoice {invoice.number} was submitted to {invoice.destination}")
-            return invoice  # already there: nothing is sent again
-        if invoice.status == InvoiceStatus.SUBMITTING and invoice.destination not in (None, destination.name):
-            raise InvoiceStateError(f"invoice {invoice.number} is being submitted to {invoice.destination}")
-        resuming = invoice.status == InvoiceStatus.SUBMITTING
-        # Claim the submission: of two requests at once, one sends and the other is told to wait. A claim left
-        # by a crash expires with its lease.
-        now = dt.datetime.now(dt.UTC)
-        claimed = session.execute(
-            update(InvoiceRow).where(InvoiceRow.id == invoice.id, InvoiceRow.status == invoice.status, or_(
-                InvoiceRow.submit_lease_until.is_(None), InvoiceRow.submit_lease_until < now))
-            .values(status=InvoiceStatus.SUBMITTING, destination=destination.name,
-                    submit_lease_until=now + SUBMIT_LEASE).execution_options(synchronize_session=False)).rowcount
-        if claimed != 1:
-            raise InvoiceStateError(f"invoice {invoice.number} is being submitted by another request; ask again "
-                                    "in a few minutes")
-        _event(session, invoice, "submit_resumed" if resuming else "submit_started", actor,
-               destination=destination.name)
-        number, fmt, content, sha = invoice.number, invoice.format, invoice.content, invoice.sha256
-    package = destination.build(ledes.parse(content).invoices[0], fmt)
-    if package.sha256 != hashlib.sha256(content.encode("utf-8")).hexdigest() or _sha(content) != sha:
-        message = f"invoice {number}: the file {destination.name} would send differs from the stored one"
-        with transaction(sessions) as session:
-            invoice = get(session, invoice_id)
-            invoice.status, invoice.submit_lease_until, invoice.last_error = InvoiceStatus.DRAFT, None, message
-        raise InvalidInvoice(message)
-    try:
-        receipt = destination.submit(package)
-    except DestinationError as exc:
-        with transaction(sessions) as session:
-            invoice = get(session, invoice_id)
-            invoice.last_error, invoice.submit_lease_until = str(exc), None
-            if not exc.retryable:
-                invoice.status = InvoiceStatus.DRAFT  # refused outright: it is not at the destination
-            _event(session, invoice, "submit_failed", actor, error=str(exc), retryable=exc.retryable)
-        raise DestinationFailed(f"{destination.name}: {exc}", retryable=exc.retryable) from None
-    with transaction(sessions) as session:
-        invoice = get(session, invoice_id)
-        invoice.status, invoice.destination_ref = InvoiceStatus.SUBMITTED, receipt.reference
-        invoice.submit_lease_until = None
-        invoice.portal_state, invoice.last_error = str(receipt.state), None
-        invoice.submitted_at = receipt.at or dt.datetime.now(dt.UTC)
-        _event(session, invoice, "submitted", actor, destination=destination.name, reference=receipt.reference,
-               state=str(receipt.state), already_there=receipt.already_there)
-    return invoice
-
-
-def poll(sessions: sessionmaker[Session], invoice_id: int | str, destination: Any, *, actor: str) -> PollResult:
-    """Ask the destination how the invoice stands; apply each new rejection once."""
-    from connectors.destinations.base import DestinationError
-
-    with transaction(sessions) as session:
-        invoice = get(session, invoice_id)
-        if invoice.status != InvoiceStatus.SUBMITTED or not invoice.destination_ref:
-            raise InvoiceStateError(f"invoice {invoice.number} is {invoice.status}: only submitted invoices "
-                                    "have a status at a destination")
-        reference = invoice.destination_ref
-    try:
-        status = destination.status(reference)
-    except DestinationError as exc:
-        with transaction(sessions) as session:
-            get(session, invoice_id).last_error = str(exc)
-        raise DestinationFailed(f"{destination.name}: {exc}", retryable=exc.retryable) from None
-    with transaction(sessions) as session:
-        invoice = get(session, invoice_id)
-        changed = invoice.portal_state != str(status.state)
-        if changed:
-            _event(session, invoice, "status", actor, before=invoice.portal_state, after=str(status.state))
-        invoice.portal_state, invoice.polled_at, invoice.last_error = str(status.state), dt.datetime.now(dt.UTC), None
-        applied = apply_rejections(session, invoice, status.rejections, actor=actor)
-    return PollResult(invoice, str(status.state), changed, applied)
-
-
-def apply_rejections(session: Session, invoice: InvoiceRow, rejections: Sequence[Any], *,
-                     actor: str) -> list[PortalRejection]:
-    """Put the entries of rejected lines (or of a rejected invoice) back in the review queue with the
-    portal's reason and a proposal for the rule that would have caught them. Idempotent per rejection id."""
-    from engine.workflows.billing.proposals import propose
-
-    seen = set(session.scalars(select(PortalRejection.rejection_id).where(PortalRejection.invoice_id == invoice.id)))
-    by_number = {ln.line_number: ln for ln in lines(session, invoice.id)}
-    rulesets = client_rulesets(session, invoice.client_id)
-    now = dt.datetime.now(dt.UTC)
-    applied: list[PortalRejection] = []
-    for rejection in rejections:
-        if rejection.id in seen:
-            continue
-        seen.add(rejection.id)
-        if rejection.line_number is None:
-            affected = [ln for ln in by_number.values() if ln.state == "billed"]
-        else:
-            line = by_number.get(rejection.line_number)
-            affected = [line] if line is not None else []
-        if not affected:
-            record = PortalRejection(invoice_id=invoice.id, rejection_id=rejection.id, entry_id=None,
-                                     line_number=rejection.line_number, kind="rejected", reason=rejection.reason,
-                                     reason_code=rejection.reason_code, comment=rejection.comment,
-                                     amount=rejection.amount, received_at=now,
-                                     proposal={"kind": "none", "why": "the portal named a line this invoice does "
-                                                                      "not have"})
-            session.add(record)
-            applied.append(record)
-            continue
-        for line in affected:
-            cut = (rejection.line_number is not None and rejection.amount is not None
-                   and abs(rejection.amount) < line.total)
-            line.state = "cut" if cut else "rejected"
-            entry_row = session.get(EntryRow, line.entry_id) if line.entry_id else None
-            entry = Entry.model_validate(entry_row.record) if entry_row is not None else None
-            proposal = propose(entry, rejection.reason, rejection.reason_code, rulesets) if entry else None
-            record = PortalRejection(
-                invoice_id=invoice.id, rejection_id=rejection.id, entry_id=line.entry_id,
-                line_number=line.line_number, kind="cut" if cut else "rejected", reason=rejection.reason,
-                reason_code=rejection.reason_code, comment=rejection.comment, amount=rejection.amount,
-                proposal=proposal, received_at=now, resolved_at=now if cut or entry_row is None else None)
-            session.add(record)
-            applied.append(record)
-            if entry_row is None:
-                continue
-            before = {"state": str(entry_row.state), "version": entry_row.version, "invoice": invoice.number}
-            if cut:
-                # The rest of the line was accepted and will be paid: billing it again would bill it twice.
-                action, after_state = "portal_cut", entry_row.state
-            else:
-                action, after_state = "portal_rejected", EntryState.IN_REVIEW
-                if entry_row.state == EntryState.INVOICED and entry_row.invoice_id == invoice.id:
-                    entry_row.state, entry_row.invoice_id = EntryState.IN_REVIEW, None
-                entry_row.version += 1
-                entry_row.updated_at = now
-            session.add(ReviewAction(
-                entry_id=entry_row.id, action=action, actor=actor, reason=rejection.reason, at=now, before=before,
-                after={"state": str(after_state), "version": entry_row.version, "invoice": invoice.number,
-                       "line": line.line_number, "reason_code": rejection.reason_code,
-                       "comment": rejection.comment, "amount": str(rejection.amount) if rejection.amount else None,
-                       "proposal": proposal}))
-        _event(session, invoice, "portal_rejection", actor, rejection=rejection.id, line=rejection.line_number,
-               reason=rejection.reason, entries=[ln.entry_id for ln in affected if ln.entry_id])
-    session.flush()
-    return applied
-
-
-def open_portal_rejections(session: Session, entry_id: int) -> list[PortalRejection]:
-    return list(session.scalars(select(PortalRejection).where(
-        PortalRejection.entry_id == entry_id, PortalRejection.resolved_at.is_(None)).order_by(PortalRejection.id)))
-
-
-def resolve_portal_rejections(session: Session, entry_id: int) -> int:
-    """A reviewer acted on the entry: its portal rejections are answered."""
-    return session.execute(update(PortalRejection).where(and_(
-        PortalRejection.entry_id == entry_id, PortalRejection.resolved_at.is_(None)))
-        .values(resolved_at=dt.datetime.now(dt.UTC)).execution_options(synchronize_session=False)).rowcount
-

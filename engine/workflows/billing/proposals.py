@@ -26,7 +26,8 @@ import yaml
 from engine.model import Entry, EntryKind
 from engine.rules.evaluate import evaluate
 from engine.rules.features import EvaluationContext
-from engine.rules.ruleset import RuleSet, RuleSetError, load_text
+from engine.rules.loader import RuleSetError, load_text
+from engine.rules.ruleset import RuleSet
 
 # What a portal's reason text says, mapped to our rule types; the first match wins, so the specific come first.
 REASON_TYPES: list[tuple[re.Pattern[str], str]] = [(re.compile(p, re.I), t) for p, t in [

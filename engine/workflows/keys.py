@@ -18,6 +18,7 @@ from enum import StrEnum
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from engine.errors import NotFound
 from engine.store.models import ApiKey
 
 
@@ -105,3 +106,17 @@ def verify(session: Session, presented: str, cache: KeyCache | None = None) -> C
     if cache is not None:
         cache.put(digest, caller)
     return caller
+
+
+def keys(session: Session) -> list[ApiKey]:
+    return list(session.scalars(select(ApiKey).order_by(ApiKey.id)))
+
+
+def revoke(session: Session, prefix: str) -> ApiKey:
+    """Revoke a key by its prefix (revoking twice keeps the first time)."""
+    key = session.scalar(select(ApiKey).where(ApiKey.prefix == prefix))
+    if key is None:
+        raise NotFound(f"no key with prefix {prefix}")
+    key.revoked_at = key.revoked_at or dt.datetime.now(dt.UTC)
+    session.flush()
+    return key

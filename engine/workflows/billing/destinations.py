@@ -1,8 +1,8 @@
-"""The destination interface: build the file a destination takes, submit it once, poll its status and
-fetch what the client's e-billing portal rejected.
+"""Where invoices go. The interface every destination implements (a directory drop, an e-billing portal),
+as the billing workflow needs it, and the configured destinations (the ``destinations`` table).
 
-The engine's invoice workflow talks to destinations only through this interface; it never knows whether a
-file lands in a folder or goes to a portal over HTTP.
+The workflow talks to destinations only through :class:`Destination`; it never knows whether a file lands in
+a folder or goes to a portal over HTTP. The implementations live in ``connectors/destinations``.
 """
 
 from __future__ import annotations
@@ -13,7 +13,12 @@ from decimal import Decimal
 from enum import StrEnum
 from typing import Any, Protocol
 
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
 from engine.ledes import LedesInvoice
+from engine.store.models import DestinationRow
+from engine.workflows.billing.errors import InvalidInvoice, InvoiceNotFound
 
 
 class PortalState(StrEnum):
@@ -107,3 +112,38 @@ class Destination(Protocol):
     def rejections(self, reference: str) -> list[Rejection]:
         """The rejections and line cuts only (the same as ``status(reference).rejections``)."""
         ...
+
+
+# Configured destinations ---------------------------------------------------------------------------------
+
+def save(session: Session, *, name: str, kind: str, settings: dict[str, Any], clients: list[str]) -> DestinationRow:
+    """Configure a destination, or replace the one of the same name. The settings must have been checked by
+    the destination's connector (``connectors.destinations.registry.configure`` does both)."""
+    row = session.scalar(select(DestinationRow).where(DestinationRow.name == name))
+    if row is None:
+        row = DestinationRow(name=name, kind=kind, settings=settings, clients=clients,
+                             created_at=dt.datetime.now(dt.UTC))
+        session.add(row)
+    else:
+        row.kind, row.settings, row.clients = kind, settings, clients
+    session.flush()
+    return row
+
+
+def configured(session: Session) -> list[DestinationRow]:
+    return list(session.scalars(select(DestinationRow).order_by(DestinationRow.name)))
+
+
+def destination_for(session: Session, client_id: str, name: str | None = None) -> DestinationRow:
+    """The named destination, else the one configured for the client, else the only one there is."""
+    if name:
+        row = session.scalar(select(DestinationRow).where(DestinationRow.name == name))
+        if row is None:
+            raise InvoiceNotFound(f"no destination named {name!r}")
+        return row
+    rows = list(session.scalars(select(DestinationRow).order_by(DestinationRow.id)))
+    serving = [r for r in rows if client_id in (r.clients or [])] or [r for r in rows if not r.clients]
+    if len(serving) != 1:
+        known = ", ".join(r.name for r in rows) or "none configured"
+        raise InvalidInvoice(f"say which destination to submit to (destinations: {known})")
+    return serving[0]

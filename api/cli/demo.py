@@ -1,13 +1,17 @@
-"""The second half of ``ocgate demo``: the review queue on a fresh SQLite database, driven through the API."""
+"""``ocgate demo``: the bundled sample month checked against the bundled Acme rule set, then the review
+queue on a fresh SQLite database driven through the API: an entry cleared, invoices built, submitted to a
+fake e-billing portal on loopback, and the line it rejects back in the queue."""
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import datetime as dt
 import json
 import os
 import sys
 from decimal import Decimal
+from importlib import resources
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -16,16 +20,69 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from api.app import create_app
-from api.auth import Role, create_key
+from api.cli.common import EXIT_OK
+from api.cli.validate import print_summary, print_table
+from connectors.destinations import registry
+from connectors.legaltracker.fake import FakeRules, running_fake_portal
 from engine.entry_io import read_entries
 from engine.ledes import Party
 from engine.ledes.profile import FirmSettings
+from engine.rules.backends import resolve_backend
+from engine.rules.evaluate import evaluate
 from engine.rules.features import EvaluationContext
+from engine.rules.loader import load_file
 from engine.store.db import make_engine, session_factory, transaction, upgrade
-from engine.store.models import DestinationRow, EntryRow, RuleSetStatus, ViolationRow
+from engine.store.models import EntryRow, RuleSetStatus, ViolationRow
 from engine.workflows import review
 from engine.workflows.billing import invoices
-from engine.workflows.intake import add_ruleset_version, ingest
+from engine.workflows.intake import ingest
+from engine.workflows.keys import Role, create_key
+from engine.workflows.rulesets import add_ruleset_version
+
+
+def add_parser(sub: Any) -> None:
+    demo = sub.add_parser("demo", help="check the bundled sample month against the bundled Acme rule set")
+    demo.add_argument("--backend", choices=["auto", "python", "durable"], default="auto")
+    demo.add_argument("--database", type=Path, default=Path("ocgate-demo.db"),
+                      help="SQLite file for the review-queue part (recreated; default ocgate-demo.db)")
+    demo.set_defaults(handler=run)
+
+
+DEMO_PERIOD = (dt.date(2026, 3, 1), dt.date(2026, 3, 31))
+
+
+DEMO_AS_OF = dt.date(2026, 4, 6)
+
+
+def bundled_ruleset_path() -> Path:
+    return Path(str(resources.files("rules") / "acme-corp.yaml"))
+
+
+def bundled_sample_path() -> Path:
+    return Path(str(resources.files("engine") / "data" / "samples" / "acme-2026-03.jsonl"))
+
+
+def run(args: argparse.Namespace) -> int:
+    ruleset = load_file(bundled_ruleset_path())
+    entries = read_entries(bundled_sample_path())
+    backend = resolve_backend(args.backend)
+    context = EvaluationContext(as_of=DEMO_AS_OF, period_start=DEMO_PERIOD[0], period_end=DEMO_PERIOD[1])
+    print(f"ocgate demo: {len(entries)} sample entries for Acme Corporation, March 2026, checked against "
+          f"{ruleset.title} (revision {ruleset.revision}) with the {backend} backend\n")
+    violations = evaluate(entries, ruleset, context=context, backend=backend)
+    print_summary(entries, [ruleset], violations, sys.stdout)
+    print("\nOne finding of each rule:")
+    seen: set[str] = set()
+    sample = []
+    for v in violations:
+        if v.rule_id not in seen and v.rule_status == "active":
+            seen.add(v.rule_id)
+            sample.append(v)
+    print_table(entries, sample, sys.stdout, footer=False)
+
+    run_queue_demo(bundled_ruleset_path(), bundled_sample_path(), context, args.database)
+    return EXIT_OK
+
 
 CENT = Decimal("0.01")
 
@@ -62,8 +119,6 @@ def run_queue_demo(ruleset_file: Path, sample_file: Path, context: EvaluationCon
 def _invoices(sessions: sessionmaker[Session], context: EvaluationContext, folder: Path, out: TextIO) -> None:
     """Invoices for what is ready, a submission to a fake Legal Tracker on loopback, and its rejection back in
     the queue."""
-    from connectors.legaltracker.fake import FakeRules, running_fake_portal
-
     with transaction(sessions) as session:
         # A reviewer writes one over-cap rate down to the cap: the invoice shows it as a line adjustment.
         only_rate = (select(ViolationRow.entry_id).where(ViolationRow.current.is_(True),
@@ -93,8 +148,8 @@ def _invoices(sessions: sessionmaker[Session], context: EvaluationContext, folde
                         matter_ids={"2025-0311": "90311", "2026-0017": "90017", "2026-0042": "90042"})
         os.environ["OCGATE_DEMO_PORTAL_SECRET"] = portal.state.client_secret
         with transaction(sessions) as session:
-            session.add(DestinationRow(name="acme-legaltracker", kind="legaltracker", settings=settings,
-                                       clients=["ACME01"], created_at=dt.datetime.now(dt.UTC)))
+            registry.configure(session, "acme-legaltracker", kind="legaltracker", settings=settings,
+                               clients=["ACME01"])
         asyncio.run(_bill(create_app(sessions=sessions), biller_key, context, folder, portal.state, out))
 
 

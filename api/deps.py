@@ -1,0 +1,78 @@
+"""What every router depends on: a database session per request, the caller's API key and role, and the
+``If-Match`` precondition of review actions."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Annotated, Any
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy.orm import Session, sessionmaker
+
+from api.errors import Forbidden, PreconditionRequired, Unauthorized, VersionMismatch
+from engine.workflows.keys import AUTHOR, BILL, INGEST, READ, REVIEW, Caller, Role, verify
+
+
+def sessions(request: Request) -> sessionmaker[Session]:
+    """The session factory, for routes that commit around a remote call (submit, poll) or work off the
+    event loop."""
+    return request.app.state.sessions
+
+
+def db_session(request: Request) -> Iterator[Session]:
+    """One transaction per request: committed when the route returns, rolled back if it raises."""
+    with sessions(request)() as session, session.begin():
+        yield session
+
+
+# scope="function": the transaction commits before the response is sent, so a client never hears of a
+# change that did not land.
+SessionDep = Annotated[Session, Depends(db_session, scope="function")]
+Sessions = Annotated[sessionmaker[Session], Depends(sessions)]
+bearer = HTTPBearer(auto_error=False, description="an API key from `ocgate keys create`")
+
+
+def caller(request: Request, session: SessionDep,
+           credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)] = None) -> Caller:
+    if credentials is None or credentials.scheme.lower() != "bearer":
+        raise Unauthorized("send an API key: Authorization: Bearer ocg_...")
+    key = verify(session, credentials.credentials, request.app.state.key_cache)
+    if key is None:
+        raise Unauthorized("unknown or revoked API key")
+    return key
+
+
+def allow(roles: frozenset[Role]) -> Any:
+    def check(key: Annotated[Caller, Depends(caller)]) -> Caller:
+        if key.role not in roles:
+            raise Forbidden(f"role {key.role} may not do this (needs one of: "
+                            f"{', '.join(sorted(r.value for r in roles))})")
+        return key
+    return Depends(check)
+
+
+Reader = Annotated[Caller, allow(READ)]
+Reviewer = Annotated[Caller, allow(REVIEW)]
+Author = Annotated[Caller, allow(AUTHOR)]
+Ingester = Annotated[Caller, allow(INGEST)]
+Biller = Annotated[Caller, allow(BILL)]
+
+
+def actor(key: Caller) -> str:
+    """How a key appears in the audit trail."""
+    return f"key:{key.name}"
+
+
+def expected_version(value: str | None) -> int:
+    """The entry version an ``If-Match`` header names."""
+    if value is None:
+        raise PreconditionRequired("send If-Match with the entry's ETag (GET /v1/entries/{id})")
+    text = value.strip().removeprefix("W/").strip('"')
+    if not (text.isascii() and text.isdigit()):
+        raise VersionMismatch(f"If-Match {value!r} is not an ETag of this API")
+    return int(text)
+
+
+def etag(version: int) -> str:
+    return f'"{version}"'

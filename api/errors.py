@@ -1,0 +1,78 @@
+"""Errors as the API answers them: ``{"error": {"code": ..., "message": ..., "details": [...]}}`` with a
+stable code. Every error the engine raises on purpose is an :class:`engine.errors.OcgateError` carrying its
+own code and status, so one handler answers them all; the few that only the API can raise (no key, a key
+without the role, a missing ``If-Match``) are subclasses of it here.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from engine.errors import OcgateError
+
+
+class ErrorBody(BaseModel):
+    code: str = Field(description="stable, machine-readable: unauthorized, forbidden, not_found, ...")
+    message: str
+    details: list[dict[str, Any]] | None = None
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorBody
+
+
+class Unauthorized(OcgateError):
+    code, status = "unauthorized", 401
+
+
+class Forbidden(OcgateError):
+    code, status = "forbidden", 403
+
+
+class PreconditionRequired(OcgateError):
+    code, status = "precondition_required", 428
+
+
+class VersionMismatch(OcgateError):
+    code, status = "version_mismatch", 412
+
+
+DESCRIBED = {400: "bad request", 401: "no or unknown API key", 403: "the key's role may not do this",
+             404: "not found", 409: "not in a state that allows this",
+             412: "If-Match does not match the entry's current version", 422: "the request or its content is invalid",
+             428: "If-Match is required", 502: "the destination refused the invoice",
+             503: "the destination could not be reached; submit again later (nothing is sent twice)"}
+
+
+def responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """The error responses of a route for its OpenAPI document: 401, 403 and 422 always, and ``statuses``."""
+    return {s: {"model": ErrorResponse, "description": DESCRIBED[s]} for s in (401, 403, 422, *statuses)}
+
+
+def error_response(status: int, code: str, message: str, details: list[dict[str, Any]] | None = None) -> JSONResponse:
+    body = {"error": {"code": code, "message": message, **({"details": details} if details else {})}}
+    return JSONResponse(body, status_code=status)
+
+
+def install(app: FastAPI) -> None:
+    """The app's error handlers: the engine's errors, invalid requests, and Starlette's own (404, 405)."""
+
+    @app.exception_handler(OcgateError)
+    async def _engine_error(request: Request, exc: OcgateError) -> JSONResponse:
+        return error_response(exc.status, exc.code, exc.message, exc.details() or None)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        details = [{"where": ".".join(str(p) for p in e["loc"]), "message": e["msg"]} for e in exc.errors()]
+        return error_response(422, "invalid_request", "the request does not match the API", details)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        return error_response(exc.status_code, code, str(exc.detail))

@@ -1,0 +1,136 @@
+"""``/v1/entries/{id}``: an entry with its findings and history, a reviewer's approve, reject and adjust (each
+guarded by the entry's ETag), and what clients' portals rejected of it."""
+
+from __future__ import annotations
+
+import datetime as dt
+from decimal import Decimal
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header, Response
+from pydantic import BaseModel, Field
+
+from api.deps import Reader, Reviewer, SessionDep, actor, etag, expected_version
+from api.errors import responses
+from api.schemas import RejectionOut
+from engine.workflows import review
+from engine.workflows.billing import rejections
+
+router = APIRouter()
+
+
+class ViolationOut(BaseModel):
+    rule_id: str
+    ruleset_id: str
+    ruleset_revision: str
+    severity: str
+    rule_status: str
+    title: str
+    message: str
+    evidence: list[dict[str, Any]]
+    adjustment: dict[str, Any] | None
+    contributing: list[str]
+    references: list[str]
+
+
+class HistoryItem(BaseModel):
+    id: int
+    action: str
+    actor: str
+    at: dt.datetime
+    reason: str | None
+    before: dict[str, Any] | None
+    after: dict[str, Any] | None
+
+
+class EntryDetail(BaseModel):
+    id: int
+    entry_uid: str
+    state: str
+    version: int
+    worst_severity: str | None
+    entry: dict[str, Any]
+    pending_record: dict[str, Any] | None
+    violations: list[ViolationOut]
+    portal_rejections: list[dict[str, Any]] = Field(default_factory=list, description="open rejections by a "
+                                                    "client's portal, with the proposed rule")
+    history: list[HistoryItem]
+
+
+class ActionIn(BaseModel):
+    reason: str | None = Field(default=None, description="required when approving error-severity findings")
+
+
+class AdjustIn(ActionIn):
+    changes: dict[str, Any] = Field(description="rate, hours_billed, narrative or UTBMS codes")
+
+
+class ActionOut(BaseModel):
+    id: int
+    action: str
+    state: str
+    version: int
+    write_down: Decimal | None = None
+
+
+def _history(actions: list[Any]) -> list[HistoryItem]:
+    return [HistoryItem.model_validate(a, from_attributes=True) for a in actions]
+
+
+@router.get("/v1/entries/{entry_id}", response_model=EntryDetail, responses=responses(404), tags=["review"])
+def get_entry(entry_id: int, session: SessionDep, response: Response, key: Reader) -> EntryDetail:
+    view = review.entry(session, entry_id)
+    row = view.row
+    response.headers["ETag"] = etag(row.version)
+    return EntryDetail(
+        id=row.id, entry_uid=row.entry_uid, state=row.state, version=row.version,
+        worst_severity=row.worst_severity, entry=row.record, pending_record=row.pending_record,
+        violations=[ViolationOut.model_validate(v, from_attributes=True) for v in view.violations],
+        portal_rejections=[{"invoice_id": r.invoice_id, "line_number": r.line_number, "reason": r.reason,
+                            "reason_code": r.reason_code, "comment": r.comment, "proposal": r.proposal}
+                           for r in view.portal_rejections],
+        history=_history(view.history))
+
+
+@router.get("/v1/entries/{entry_id}/history", response_model=list[HistoryItem], responses=responses(404),
+            tags=["review"])
+def get_history(entry_id: int, session: SessionDep, key: Reader) -> list[HistoryItem]:
+    return _history(review.history(session, entry_id))
+
+
+def _respond(outcome: review.Outcome, response: Response) -> ActionOut:
+    response.headers["ETag"] = etag(outcome.version)
+    return ActionOut(id=outcome.entry_id, action=outcome.action, state=outcome.state, version=outcome.version,
+                     write_down=outcome.write_down)
+
+
+ACTION_ERRORS = responses(404, 409, 412, 428)
+
+
+@router.post("/v1/entries/{entry_id}/approve", response_model=ActionOut, responses=ACTION_ERRORS, tags=["review"])
+def approve(entry_id: int, body: ActionIn, session: SessionDep, response: Response, key: Reviewer,
+            if_match: Annotated[str | None, Header()] = None) -> ActionOut:
+    return _respond(review.approve(session, entry_id, expected_version=expected_version(if_match), actor=actor(key),
+                                   reason=body.reason), response)
+
+
+@router.post("/v1/entries/{entry_id}/reject", response_model=ActionOut, responses=ACTION_ERRORS, tags=["review"])
+def reject(entry_id: int, body: ActionIn, session: SessionDep, response: Response, key: Reviewer,
+           if_match: Annotated[str | None, Header()] = None) -> ActionOut:
+    return _respond(review.reject(session, entry_id, expected_version=expected_version(if_match), actor=actor(key),
+                                  reason=body.reason), response)
+
+
+@router.post("/v1/entries/{entry_id}/adjust", response_model=ActionOut, responses=ACTION_ERRORS, tags=["review"])
+def adjust(entry_id: int, body: AdjustIn, session: SessionDep, response: Response, key: Reviewer,
+           if_match: Annotated[str | None, Header()] = None) -> ActionOut:
+    return _respond(review.adjust(session, entry_id, expected_version=expected_version(if_match), actor=actor(key),
+                                  reason=body.reason, changes=body.changes), response)
+
+
+@router.get("/v1/entries/{entry_id}/portal-rejections", response_model=list[RejectionOut],
+            responses=responses(404), tags=["review"])
+def entry_rejections(entry_id: int, session: SessionDep, key: Reader, open_only: bool = False) -> list[RejectionOut]:
+    """What clients' portals refused of this entry, with the proposed rule; ``open_only``: not yet answered."""
+    return [RejectionOut.model_validate(r, from_attributes=True)
+            for r in rejections.of_entry(session, entry_id, open_only=open_only)]

@@ -1,0 +1,93 @@
+"""``/v1/review-items``: the queue of entries waiting for a reviewer, and one action on many of them."""
+
+from __future__ import annotations
+
+import datetime as dt
+from decimal import Decimal
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Query
+from pydantic import BaseModel, ConfigDict, Field
+
+from api.deps import Reader, Reviewer, SessionDep, actor
+from api.errors import ErrorBody, responses
+from engine.store.models import EntryState
+from engine.workflows import review
+
+router = APIRouter(tags=["review"])
+
+
+class ReviewItem(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    id: int
+    entry_uid: str
+    source_system: str
+    source_id: str
+    state: str
+    worst_severity: str | None
+    version: int
+    work_date: dt.date
+    ledes_client_id: str | None
+    law_firm_matter_id: str | None
+    timekeeper: str | None
+    timekeeper_name: str | None
+    hours_billed: Decimal | None
+    rate: Decimal | None
+    amount: Decimal | None
+    rule_ids: list[str]
+    portal_reasons: list[str] = Field(default_factory=list, description="what a client's portal rejected, not yet "
+                                                                       "answered by a reviewer")
+
+
+class ReviewPage(BaseModel):
+    items: list[ReviewItem]
+    next_cursor: str | None = Field(description="pass as cursor= for the next page; null on the last page")
+
+
+class BulkItem(BaseModel):
+    id: int
+    version: int
+
+
+class BulkIn(BaseModel):
+    action: Literal["approve", "reject", "adjust"]
+    reason: str | None = None
+    changes: dict[str, Any] | None = None
+    items: list[BulkItem] = Field(min_length=1, max_length=1000)
+
+
+class BulkResult(BaseModel):
+    id: int
+    ok: bool
+    state: str | None = None
+    version: int | None = None
+    error: ErrorBody | None = None
+
+
+@router.get("/v1/review-items", response_model=ReviewPage, responses=responses(400))
+def list_review_items(
+    session: SessionDep, key: Reader,
+    state: Annotated[list[EntryState] | None, Query(description="default: every state waiting for review")] = None,
+    client: str | None = None, matter: str | None = None, timekeeper: str | None = None,
+    rule_id: str | None = None, severity: Literal["error", "warning", "info"] | None = None,
+    date_from: dt.date | None = None, date_to: dt.date | None = None, source: str | None = None,
+    sort: Literal["work_date", "-work_date", "updated_at", "-updated_at"] = "work_date",
+    cursor: str | None = None, limit: Annotated[int, Query(ge=1, le=500)] = 50,
+) -> ReviewPage:
+    filters = review.QueueFilter(states=tuple(state or ()), client=client, matter=matter, timekeeper=timekeeper,
+                                 rule_id=rule_id, severity=severity, date_from=date_from, date_to=date_to,
+                                 source=source)
+    page = review.queue(session, filters, sort=sort, cursor=cursor, limit=limit)
+    return ReviewPage(items=[ReviewItem(**item, timekeeper=item["timekeeper_key"]) for item in page.items],
+                      next_cursor=page.next_cursor)
+
+
+@router.post("/v1/review-items/bulk", response_model=list[BulkResult], responses=responses())
+def bulk(body: BulkIn, session: SessionDep, key: Reviewer) -> list[BulkResult]:
+    """Each item is its own all-or-nothing step: one stale or refused item does not stop the others."""
+    results = review.bulk(session, body.action, [(item.id, item.version) for item in body.items], actor=actor(key),
+                          reason=body.reason, changes=body.changes)
+    return [BulkResult(id=r.entry_id, ok=True, state=r.outcome.state, version=r.outcome.version) if r.outcome
+            else BulkResult(id=r.entry_id, ok=False, error=ErrorBody(code=r.error.code, message=r.error.message))
+            for r in results]
