@@ -26,11 +26,13 @@ demo: $(STAMP)
 
 test: $(TSTAMP)
 	$(BIN)/ruff check engine api connectors rules tests bench
+	$(BIN)/lint-imports
 	$(BIN)/ocgate rules test rules/
 	$(BIN)/python -m pytest -q
 
 lint: $(TSTAMP)
 	$(BIN)/ruff check engine api connectors rules tests bench
+	$(BIN)/lint-imports
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.engine_bench

@@ -1,14 +1,19 @@
-"""Shared builders: entries, inline rule sets, evaluation on either backend, and positions in text."""
+"""Shared builders: entries, inline rule sets, evaluation on either backend, positions in text, and a fresh
+database for each store test, on SQLite and on PostgreSQL (under CI=true PostgreSQL must be there: no skip)."""
 
 from __future__ import annotations
 
 import datetime as dt
+import os
 import textwrap
-from collections.abc import Sequence
+import uuid
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import create_engine, text
+from sqlalchemy.orm import Session, sessionmaker
 
 from engine.model import Entry
 from engine.rules.backends import DURABLE_AVAILABLE
@@ -16,12 +21,15 @@ from engine.rules.evaluate import Violation, evaluate
 from engine.rules.features import EvaluationContext
 from engine.rules.loader import load_text
 from engine.rules.ruleset import RuleSet
+from engine.store.db import make_engine, session_factory, upgrade
 
 REPO = Path(__file__).resolve().parent.parent
 BUNDLED_RULES = REPO / "rules" / "acme-corp.yaml"
 AS_OF = dt.date(2026, 4, 6)
 CONTEXT = EvaluationContext(as_of=AS_OF)
 BACKENDS = ("python", "durable")
+PG_ADMIN_URL = os.environ.get("OCGATE_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+CTX = EvaluationContext(as_of=dt.date(2026, 4, 6), period_start=dt.date(2026, 3, 1), period_end=dt.date(2026, 3, 31))
 
 
 def make_entry(**fields: Any) -> Entry:
@@ -94,3 +102,57 @@ def backend(request: pytest.FixtureRequest) -> str:
     if request.param == "durable" and not DURABLE_AVAILABLE:
         pytest.skip("durable-rules is not importable on this interpreter")
     return request.param
+
+
+def entry(source_id: str, **changes: object) -> Entry:
+    """A clean Acme entry; each source id is its own timekeeper and task, so batches hold no duplicates or long days."""
+    base: dict[str, object] = dict(
+        source_system="clio", source_tenant="us/1", source_id=source_id, source_version='"v1"', entry_kind="time",
+        ledes_client_id="ACME01", law_firm_matter_id="2026-0017", timekeeper_ledes_id="TK1002",
+        timekeeper_source_id=f"user-{source_id}", timekeeper_name="Okafor, Daniel", timekeeper_classification="PARTNR",
+        work_date="2026-03-10", hours_worked="1.5", hours_billed="1.5", rate="925.00", currency="USD",
+        utbms_task_code="L210", utbms_activity_code="A103",
+        narrative=f"Drafted answer and affirmative defenses to the amended counterclaim ({source_id})",
+    )
+    base.update(changes)
+    return Entry.model_validate(base)
+
+
+# Databases -----------------------------------------------------------------------------------------------
+
+def _postgres_database() -> Iterator[str]:
+    """A fresh database for one test, dropped afterwards."""
+    name = f"ocgate_test_{uuid.uuid4().hex[:12]}"
+    try:
+        admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+        with admin.connect() as connection:
+            connection.execute(text(f'CREATE DATABASE "{name}"'))
+    except Exception as exc:  # server not running
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"PostgreSQL is required under CI=true and is not reachable: {exc}")
+        pytest.skip(f"PostgreSQL not reachable: {exc}")
+    url = PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
+    try:
+        yield url
+    finally:
+        with admin.connect() as connection:
+            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request: pytest.FixtureRequest, tmp_path: object) -> Iterator[str]:
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path}/ocgate.db"
+    else:
+        yield from _postgres_database()
+
+
+@pytest.fixture
+def sessions(db_url: str) -> Iterator[sessionmaker[Session]]:
+    upgrade(db_url)
+    engine = make_engine(db_url)
+    try:
+        yield session_factory(engine)
+    finally:
+        engine.dispose()

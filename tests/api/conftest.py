@@ -5,7 +5,6 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -24,10 +23,9 @@ from engine.workflows import review
 from engine.workflows.intake import CircuitBreaker, ingest
 from engine.workflows.keys import Role, create_key
 from engine.workflows.rulesets import add_ruleset_version
-from tests.store.conftest import db_url, sessions  # noqa: F401  (every API test runs on SQLite and PostgreSQL)
-from tests.store.test_pipeline import entry
+from tests.conftest import REPO, entry
 
-RULES = Path(__file__).resolve().parents[2] / "rules"
+RULES = REPO / "rules"
 ACME_TEXT = (RULES / "acme-corp.yaml").read_text()
 
 # The API judges with today's date (it takes no evaluation context), so the seeded work is recent: no entry is
@@ -112,7 +110,7 @@ def seed(session: Session) -> None:
 
 
 @pytest.fixture
-def world(sessions: sessionmaker[Session]) -> Iterator[World]:  # noqa: F811
+def world(sessions: sessionmaker[Session]) -> Iterator[World]:
     with transaction(sessions) as session:
         acme = add_ruleset_version(session, ACME_TEXT, status=RuleSetStatus.ACTIVE, created_by="seed")
         keys = {name: create_key(session, name=name, role=role)[1] for name, role in ROLES.items()}

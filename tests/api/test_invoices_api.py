@@ -22,7 +22,6 @@ from engine.workflows.intake import ingest
 from engine.workflows.keys import Role, create_key
 from engine.workflows.rulesets import add_ruleset_version
 from tests.api.conftest import ACME_TEXT, BASE, NOW, day, recent
-from tests.store.conftest import db_url, sessions  # noqa: F401
 
 START, END = BASE.isoformat(), (BASE + dt.timedelta(days=40)).isoformat()
 BUILD = {"client_id": "ACME01", "period_start": START, "period_end": END, "matters": ["2026-0017"]}
@@ -52,7 +51,7 @@ def _free_port() -> int:
 
 
 @pytest.fixture
-def billing(sessions: sessionmaker[Session], monkeypatch: pytest.MonkeyPatch) -> Iterator[Billing]:  # noqa: F811
+def billing(sessions: sessionmaker[Session], monkeypatch: pytest.MonkeyPatch) -> Iterator[Billing]:
     with transaction(sessions) as session:
         add_ruleset_version(session, ACME_TEXT, status=RuleSetStatus.ACTIVE)
         ingest(session, [recent("1"), recent("2", work_date=day(1)), recent("3", work_date=day(2),

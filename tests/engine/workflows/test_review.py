@@ -5,7 +5,6 @@ from __future__ import annotations
 import datetime as dt
 import threading
 from decimal import Decimal
-from pathlib import Path
 
 import pytest
 from sqlalchemy import select
@@ -18,9 +17,9 @@ from engine.store.models import EntryRow, EntryState, ReviewAction, RuleSetStatu
 from engine.workflows import review
 from engine.workflows.intake import ingest
 from engine.workflows.rulesets import add_ruleset_version
-from tests.store.test_pipeline import CTX, entry
+from tests.conftest import CTX, REPO, entry
 
-RULES = Path(__file__).resolve().parents[2] / "rules"
+RULES = REPO / "rules"
 
 
 @pytest.fixture

@@ -10,10 +10,11 @@ import pytest
 
 from api.cli import main
 from engine import ledes
-from tests.api.test_cli import cli
+from tests.api.cli.test_cli import cli
+from tests.conftest import REPO
 
-RULES = Path(__file__).resolve().parents[2] / "rules"
-SAMPLE = Path(__file__).resolve().parents[2] / "engine" / "data" / "samples" / "acme-2026-03.jsonl"
+RULES = REPO / "rules"
+SAMPLE = REPO / "engine" / "data" / "samples" / "acme-2026-03.jsonl"
 MARCH = ("--client", "ACME01", "--from", "2026-03-01", "--to", "2026-03-31")
 
 

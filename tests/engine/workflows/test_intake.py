@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-import datetime as dt
 from decimal import Decimal
-from pathlib import Path
 
 import pytest
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from engine.model import Entry
-from engine.rules.features import EvaluationContext
 from engine.rules.loader import RuleSetError
-from engine.store.db import current_revision, transaction
+from engine.store.db import transaction
 from engine.store.models import (
     EntryRow,
     EntryState,
@@ -24,26 +21,14 @@ from engine.store.models import (
     RuleSetVersion,
     ViolationRow,
 )
-from engine.workflows import intake as pipeline
+from engine.workflows import intake
 from engine.workflows.intake import CircuitBreaker, ingest
 from engine.workflows.rulesets import add_ruleset_version, set_status
+from tests.conftest import CTX, REPO, entry
 
-RULES = Path(__file__).resolve().parents[2] / "rules"
-CTX = EvaluationContext(as_of=dt.date(2026, 4, 6), period_start=dt.date(2026, 3, 1), period_end=dt.date(2026, 3, 31))
+RULES = REPO / "rules"
 
 
-def entry(source_id: str, **changes: object) -> Entry:
-    """A clean Acme entry; each source id is its own timekeeper and task, so batches hold no duplicates or long days."""
-    base: dict[str, object] = dict(
-        source_system="clio", source_tenant="us/1", source_id=source_id, source_version='"v1"', entry_kind="time",
-        ledes_client_id="ACME01", law_firm_matter_id="2026-0017", timekeeper_ledes_id="TK1002",
-        timekeeper_source_id=f"user-{source_id}", timekeeper_name="Okafor, Daniel", timekeeper_classification="PARTNR",
-        work_date="2026-03-10", hours_worked="1.5", hours_billed="1.5", rate="925.00", currency="USD",
-        utbms_task_code="L210", utbms_activity_code="A103",
-        narrative=f"Drafted answer and affirmative defenses to the amended counterclaim ({source_id})",
-    )
-    base.update(changes)
-    return Entry.model_validate(base)
 
 
 @pytest.fixture
@@ -54,22 +39,6 @@ def acme(sessions: sessionmaker[Session]) -> RuleSetVersion:
 
 def count(session: Session, model: type) -> int:
     return session.scalar(select(func.count()).select_from(model)) or 0
-
-
-def test_the_migrations_reach_the_newest_revision(db_url: str, sessions: sessionmaker[Session]) -> None:
-    from alembic.autogenerate import compare_metadata
-    from alembic.runtime.migration import MigrationContext
-    from alembic.script import ScriptDirectory
-
-    from engine.store.db import alembic_config, make_engine
-    from engine.store.models import Base
-
-    head = ScriptDirectory.from_config(alembic_config(db_url)).get_current_head()
-    assert current_revision(db_url) == head == "0003"
-    engine = make_engine(db_url)
-    with engine.connect() as connection:  # the migrations build exactly what the models describe
-        assert compare_metadata(MigrationContext.configure(connection), Base.metadata) == []
-    engine.dispose()
 
 
 def test_clean_entries_are_ready_and_flagged_ones_wait_for_review(
@@ -207,7 +176,7 @@ def test_a_failed_batch_leaves_nothing_behind(sessions: sessionmaker[Session], a
     def broken(*args: object, **kwargs: object) -> None:
         raise RuntimeError("evaluation failed half way")
 
-    monkeypatch.setattr(pipeline, "evaluate", broken)
+    monkeypatch.setattr(intake, "evaluate", broken)
     with pytest.raises(RuntimeError), transaction(sessions) as session:
         ingest(session, [entry("1"), entry("2")], context=CTX)
     with sessions() as session:

@@ -33,8 +33,9 @@ from engine.workflows import review
 from engine.workflows.billing import errors, invoices, rejections, submission
 from engine.workflows.intake import ingest
 from engine.workflows.rulesets import add_ruleset_version
+from tests.conftest import REPO
 
-RULES = Path(__file__).resolve().parents[2] / "rules"
+RULES = REPO / "rules"
 CTX = EvaluationContext(as_of=dt.date(2026, 4, 6), period_start=dt.date(2026, 3, 1), period_end=dt.date(2026, 3, 31))
 MARCH = invoices.BuildRequest(client_id="ACME01", period_start=dt.date(2026, 3, 1), period_end=dt.date(2026, 3, 31))
 # The bundled rule set without its own invoicing block, so each test states the one it needs.

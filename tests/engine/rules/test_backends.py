@@ -5,7 +5,6 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import threading
-from pathlib import Path
 
 import pytest
 
@@ -15,8 +14,9 @@ from engine.rules.evaluate import evaluate
 from engine.rules.features import EvaluationContext
 from engine.rules.loader import load_file, load_text
 from engine.samples import generate
+from tests.conftest import REPO
 
-ACME = Path(__file__).resolve().parents[2] / "rules" / "acme-corp.yaml"
+ACME = REPO / "rules" / "acme-corp.yaml"
 CTX = EvaluationContext(as_of=dt.date(2026, 4, 6), period_start=dt.date(2026, 3, 1), period_end=dt.date(2026, 3, 31))
 durable_only = pytest.mark.skipif(not backends.DURABLE_AVAILABLE, reason="durable-rules does not import here")
 

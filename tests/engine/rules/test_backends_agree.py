@@ -21,8 +21,9 @@ from engine.rules.evaluate import evaluate
 from engine.rules.features import EvaluationContext
 from engine.rules.loader import load_file
 from engine.rules.ruleset import RuleSet
+from tests.conftest import REPO
 
-RULES_DIR = Path(__file__).resolve().parents[2] / "rules"
+RULES_DIR = REPO / "rules"
 RULESETS = sorted(p for p in RULES_DIR.glob("*.yaml") if not p.name.endswith(".tests.yaml"))
 
 pytestmark = pytest.mark.skipif(not DURABLE_AVAILABLE, reason="durable-rules does not import here")

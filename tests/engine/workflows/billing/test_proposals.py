@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import yaml
 
 from engine.model import Entry
 from engine.rules.loader import load_text
 from engine.workflows.billing.proposals import propose, reason_types
+from tests.conftest import REPO
 
-ACME = (Path(__file__).resolve().parents[2] / "rules" / "acme-corp.yaml").read_text()
+ACME = (REPO / "rules" / "acme-corp.yaml").read_text()
 
 
 def entry(**changes: object) -> Entry:

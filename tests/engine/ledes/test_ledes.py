@@ -8,7 +8,6 @@ import datetime as dt
 import functools
 import warnings
 from decimal import ROUND_HALF_UP, Decimal
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -35,11 +34,12 @@ from engine.ledes import (
     write_98bi,
     write_1998b,
 )
+from tests.conftest import REPO
 
 CENT = Decimal("0.01")
 D = Decimal
 # The public sample files live beside the project (../shared), not in it: a clone of the project has none.
-SAMPLES = Path(__file__).resolve().parents[3] / "shared" / "reference" / "ledes_samples"
+SAMPLES = REPO.parent / "shared" / "reference" / "ledes_samples"
 needs_samples = pytest.mark.skipif(not SAMPLES.is_dir(), reason=f"no public LEDES samples at {SAMPLES}")
 HEADER_1998B = (
     "INVOICE_DATE|INVOICE_NUMBER|CLIENT_ID|LAW_FIRM_MATTER_ID|INVOICE_TOTAL|BILLING_START_DATE|BILLING_END_DATE|"
