@@ -133,6 +133,7 @@ class Entry(BaseModel):
     quantity: Quantity = None
     unit_of_measure: OptStr = None
     rate: Money = None
+    standard_rate: Money = None  # the timekeeper's standard hourly rate on the work date (firm's table)
     amount: Money = None
     adjustment_amount: Money = None
     tax_amount: Money = None

@@ -45,6 +45,7 @@ ENTRY_FIELD_TYPES: dict[str, str] = {
     "quantity": DECIMAL,
     "unit_of_measure": STRING,
     "rate": DECIMAL,
+    "standard_rate": DECIMAL,
     "amount": DECIMAL,
     "adjustment_amount": DECIMAL,
     "tax_amount": DECIMAL,

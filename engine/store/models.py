@@ -106,20 +106,29 @@ class Base(DeclarativeBase):
 
 
 class Connection(Base):
-    """A configured source (a Clio account, a mattero organisation, a file drop, ...)."""
+    """A configured source (a Clio account, a mattero organisation, a file drop, ...). ``settings`` never
+    hold secrets: they name environment variables. Tokens the source issues (OAuth) are kept encrypted in
+    ``credentials``; the key comes from ``OCGATE_SECRET_KEY`` and never from the database."""
 
     __tablename__ = "connections"
 
     id: Mapped[int] = mapped_column(primary_key=True)
     name: Mapped[str] = mapped_column(String(120), unique=True)
-    source_system: Mapped[str] = mapped_column(String(40))
-    source_tenant: Mapped[str] = mapped_column(String(120))
+    source_system: Mapped[str] = mapped_column(String(40))  # the kind: clio, efimis, trackops, ...
+    source_tenant: Mapped[str] = mapped_column(String(120))  # filled in when connected (Clio: region/account)
     settings: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime, default=utcnow)
+    credentials: Mapped[str | None] = mapped_column(Text)  # Fernet token of the JSON credentials
+    credentials_expire_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime)
+    # While a sync runs no other may start: a lease, so that one left by a killed worker expires.
+    sync_lease_until: Mapped[dt.datetime | None] = mapped_column(UtcDateTime)
+    sync_lease_owner: Mapped[str | None] = mapped_column(String(120))
+    last_sync_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime)  # when the last sync finished well
 
 
 class SyncCursor(Base):
-    """Where the last successful pull of a connection stopped, per stream (time entries, expenses, ...)."""
+    """Where the last pull of a connection stopped, per stream (time entries, expenses, ...): saved with
+    each committed batch, so a sync killed at any point resumes there."""
 
     __tablename__ = "sync_cursors"
     __table_args__ = (UniqueConstraint("connection_id", "stream"),)
@@ -129,6 +138,106 @@ class SyncCursor(Base):
     stream: Mapped[str] = mapped_column(String(60))
     value: Mapped[str] = mapped_column(Text)
     updated_at: Mapped[dt.datetime] = mapped_column(UtcDateTime, default=utcnow, onupdate=utcnow)
+
+
+class SyncRun(Base):
+    """One sync of a connection: when, how it ended and what it counted."""
+
+    __tablename__ = "sync_runs"
+    __table_args__ = (Index("ix_sync_runs_connection", "connection_id", "id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    connection_id: Mapped[int] = mapped_column(ForeignKey("connections.id", ondelete="CASCADE"))
+    full: Mapped[bool] = mapped_column(Boolean, default=False)
+    started_at: Mapped[dt.datetime] = mapped_column(UtcDateTime, default=utcnow)
+    finished_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime)
+    status: Mapped[str] = mapped_column(String(12), default="running")  # running, finished, failed
+    counts: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    error: Mapped[str | None] = mapped_column(Text)
+
+
+class WebhookEvent(Base):
+    """A verified webhook delivery, stored before it is acknowledged; a job processes it, and a periodic
+    sweep re-runs those no job finished. ``delivery_key`` (a hash of the signature or the source's request
+    id) is unique: a replayed delivery is refused."""
+
+    __tablename__ = "webhook_events"
+    __table_args__ = (UniqueConstraint("connection_id", "delivery_key"),
+                      Index("ix_webhook_events_pending", "processed_at", "id"))
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    connection_id: Mapped[int] = mapped_column(ForeignKey("connections.id", ondelete="CASCADE"))
+    delivery_key: Mapped[str] = mapped_column(String(128))
+    event: Mapped[str] = mapped_column(String(40))  # created, updated, deleted, ...
+    model: Mapped[str | None] = mapped_column(String(40))
+    record_id: Mapped[str | None] = mapped_column(String(120))
+    payload: Mapped[dict[str, Any]] = mapped_column(JSON)
+    received_at: Mapped[dt.datetime] = mapped_column(UtcDateTime, default=utcnow)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    processed_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime)
+    outcome: Mapped[str | None] = mapped_column(Text)
+    last_error: Mapped[str | None] = mapped_column(Text)
+
+
+class WebhookSubscription(Base):
+    """A subscription registered at a source (Clio: one per model), renewed before it expires."""
+
+    __tablename__ = "webhook_subscriptions"
+    __table_args__ = (UniqueConstraint("connection_id", "remote_id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    connection_id: Mapped[int] = mapped_column(ForeignKey("connections.id", ondelete="CASCADE"))
+    remote_id: Mapped[str] = mapped_column(String(120))
+    model: Mapped[str] = mapped_column(String(40))
+    url: Mapped[str] = mapped_column(Text)
+    events: Mapped[list[str]] = mapped_column(JSON, default=list)
+    secret: Mapped[str | None] = mapped_column(Text)  # Fernet token of the shared secret
+    status: Mapped[str] = mapped_column(String(20), default="pending")  # pending, enabled, suspended
+    expires_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime)
+    created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime, default=utcnow)
+    renewed_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime)
+
+
+class Timekeeper(Base):
+    """The firm's timekeeper table: what no source knows (the LEDES id and classification e-billing portals
+    match exactly), shared by every source."""
+
+    __tablename__ = "timekeepers"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    ledes_id: Mapped[str] = mapped_column(String(60), unique=True)  # LEDES TIMEKEEPER_ID
+    name: Mapped[str] = mapped_column(String(200))  # "Last, First" as LEDES writes it
+    first_name: Mapped[str | None] = mapped_column(String(100))
+    last_name: Mapped[str | None] = mapped_column(String(100))
+    classification: Mapped[str | None] = mapped_column(String(10))  # LEDES classification code
+    title: Mapped[str | None] = mapped_column(String(100))  # the firm's own title, as imported
+    updated_at: Mapped[dt.datetime] = mapped_column(UtcDateTime, default=utcnow)
+
+
+class TimekeeperSourceId(Base):
+    """A timekeeper's user id in a source system (a timekeeper may have one in each)."""
+
+    __tablename__ = "timekeeper_source_ids"
+    __table_args__ = (UniqueConstraint("source_system", "source_user_id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    timekeeper_id: Mapped[int] = mapped_column(ForeignKey("timekeepers.id", ondelete="CASCADE"), index=True)
+    source_system: Mapped[str] = mapped_column(String(40))
+    source_user_id: Mapped[str] = mapped_column(String(120))
+
+
+class TimekeeperRate(Base):
+    """A timekeeper's standard hourly rate, in force from a date (and optionally to one)."""
+
+    __tablename__ = "timekeeper_rates"
+    __table_args__ = (UniqueConstraint("timekeeper_id", "currency", "effective_from"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    timekeeper_id: Mapped[int] = mapped_column(ForeignKey("timekeepers.id", ondelete="CASCADE"), index=True)
+    rate: Mapped[Decimal] = mapped_column(ExactDecimal)
+    currency: Mapped[str] = mapped_column(String(3))
+    effective_from: Mapped[dt.date] = mapped_column(Date)
+    effective_to: Mapped[dt.date | None] = mapped_column(Date)
 
 
 class RuleSetVersion(Base):
@@ -212,6 +321,9 @@ class EntryRow(Base):
     # The record as the source sent it, kept when a reviewer first adjusts the entry: invoices show the
     # difference as a line adjustment. Cleared when the source sends a new version.
     source_record: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    # What could not be mapped from the source (REDACTED_SOURCE, UNKNOWN_TIMEKEEPER, MISSING_UTBMS, ...):
+    # shown in the queue; an entry with any is reviewed, never billed on a silent default.
+    data_quality_flags: Mapped[list[str] | None] = mapped_column(JSON)
     invoice_id: Mapped[int | None] = mapped_column(ForeignKey("invoices.id", name="fk_entries_invoice_id"), index=True)
     created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime, default=utcnow)
     updated_at: Mapped[dt.datetime] = mapped_column(UtcDateTime, default=utcnow)

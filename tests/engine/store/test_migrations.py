@@ -16,7 +16,7 @@ def test_the_migrations_reach_the_newest_revision(db_url: str, sessions: session
     from engine.store.models import Base
 
     head = ScriptDirectory.from_config(alembic_config(db_url)).get_current_head()
-    assert current_revision(db_url) == head == "0003"
+    assert current_revision(db_url) == head == "0004"
     engine = make_engine(db_url)
     with engine.connect() as connection:  # the migrations build exactly what the models describe
         assert compare_metadata(MigrationContext.configure(connection), Base.metadata) == []
