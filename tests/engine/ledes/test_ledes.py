@@ -412,8 +412,9 @@ def test_property_truncated_files_parse_or_fail_with_a_position(data: st.DataObj
         parsed = parse(cut)
     except LedesParseError as exc:
         assert exc.line >= 1
-    else:  # a cut just after a record's '[]' leaves a shorter valid file
-        assert cut.endswith("[]") and parsed.invoices
+    else:  # a cut just after a record's '[]' (or the newline after it) leaves a shorter valid file
+        assert cut.rstrip("\r\n").endswith("[]") and parsed.invoices
+        assert text.startswith(cut) and len(text.split("\n")) > len(cut.rstrip("\r\n").split("\n"))
 
 
 @settings(max_examples=300, deadline=None)
