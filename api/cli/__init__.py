@@ -18,6 +18,7 @@ from api.cli import (
     database,
     demo,
     destinations,
+    entries,
     firm,
     ingest,
     invoice,
@@ -27,13 +28,17 @@ from api.cli import (
     rulesets,
     sample,
     serve,
+    sources,
+    sync,
     validate,
+    worker,
 )
 from api.cli.common import EXIT_BAD_INPUT, EXIT_OK, EXIT_TEMPFAIL
 from engine.errors import OcgateError
 from engine.rules.backends import BackendUnavailable
 
-GROUPS = (rules, validate, demo, database, rulesets, ingest, keys, serve, queue, firm, destinations, invoice, sample)
+GROUPS = (rules, validate, demo, database, rulesets, ingest, sources, sync, entries, keys, serve, worker, queue, firm,
+          destinations, invoice, sample)
 
 
 def build_parser() -> argparse.ArgumentParser:

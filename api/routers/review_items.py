@@ -38,6 +38,8 @@ class ReviewItem(BaseModel):
     rule_ids: list[str]
     portal_reasons: list[str] = Field(default_factory=list, description="what a client's portal rejected, not yet "
                                                                        "answered by a reviewer")
+    data_quality_flags: list[str] = Field(default_factory=list, description="what could not be mapped from the "
+                                          "source (REDACTED_SOURCE, UNKNOWN_TIMEKEEPER, MISSING_UTBMS_TASK, ...)")
 
 
 class ReviewPage(BaseModel):
@@ -72,12 +74,14 @@ def list_review_items(
     client: str | None = None, matter: str | None = None, timekeeper: str | None = None,
     rule_id: str | None = None, severity: Literal["error", "warning", "info"] | None = None,
     date_from: dt.date | None = None, date_to: dt.date | None = None, source: str | None = None,
+    data_quality: Annotated[bool | None, Query(description="only entries with (true) or without (false) "
+                                                           "data-quality flags")] = None,
     sort: Literal["work_date", "-work_date", "updated_at", "-updated_at"] = "work_date",
     cursor: str | None = None, limit: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> ReviewPage:
     filters = review.QueueFilter(states=tuple(state or ()), client=client, matter=matter, timekeeper=timekeeper,
                                  rule_id=rule_id, severity=severity, date_from=date_from, date_to=date_to,
-                                 source=source)
+                                 source=source, data_quality=data_quality)
     page = review.queue(session, filters, sort=sort, cursor=cursor, limit=limit)
     return ReviewPage(items=[ReviewItem(**item, timekeeper=item["timekeeper_key"]) for item in page.items],
                       next_cursor=page.next_cursor)

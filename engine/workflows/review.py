@@ -251,7 +251,8 @@ class InvalidCursor(ReviewError):
 QUEUE_COLUMNS = (EntryRow.id, EntryRow.entry_uid, EntryRow.source_system, EntryRow.source_id, EntryRow.state,
                  EntryRow.worst_severity, EntryRow.version, EntryRow.work_date, EntryRow.updated_at,
                  EntryRow.ledes_client_id, EntryRow.law_firm_matter_id, EntryRow.timekeeper_key,
-                 EntryRow.timekeeper_name, EntryRow.hours_billed, EntryRow.rate, EntryRow.amount)
+                 EntryRow.timekeeper_name, EntryRow.hours_billed, EntryRow.rate, EntryRow.amount,
+                 EntryRow.data_quality_flags)
 PORTAL_SEPARATOR = "\x1e"  # between a list item's portal reasons (a reason may hold commas)
 SORTS = {"work_date": (EntryRow.work_date, False), "-work_date": (EntryRow.work_date, True),
          "updated_at": (EntryRow.updated_at, False), "-updated_at": (EntryRow.updated_at, True)}
@@ -268,6 +269,7 @@ class QueueFilter:
     date_from: dt.date | None = None
     date_to: dt.date | None = None
     source: str | None = None
+    data_quality: bool | None = None  # only entries with (True) or without (False) data-quality flags
 
 
 @dataclass
@@ -333,6 +335,10 @@ def queue(session: Session, filters: QueueFilter = QueueFilter(), *, sort: str =
         query = query.where(EntryRow.work_date <= filters.date_to)
     if filters.source:
         query = query.where(EntryRow.source_system == filters.source)
+    if filters.data_quality is not None:
+        flagged = and_(EntryRow.data_quality_flags.is_not(None), func.coalesce(
+            func.json_array_length(EntryRow.data_quality_flags), 0) > 0)
+        query = query.where(flagged if filters.data_quality else ~flagged)
     if filters.rule_id or filters.severity:
         conditions = [ViolationRow.entry_id == EntryRow.id, ViolationRow.current.is_(True),
                       ViolationRow.rule_status == "active"]
@@ -357,6 +363,7 @@ def queue(session: Session, filters: QueueFilter = QueueFilter(), *, sort: str =
         item = dict(r._mapping)
         item["rule_ids"] = sorted(set(item.pop("rule_list").split(","))) if r.rule_list else []
         item["portal_reasons"] = item.pop("portal_list").split(PORTAL_SEPARATOR) if r.portal_list else []
+        item["data_quality_flags"] = item["data_quality_flags"] or []
         items.append(item)
     last = rows[-1] if rows else None
     next_cursor = _encode_cursor(sort, getattr(last, column.key), last.id) if more and last else None
