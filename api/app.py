@@ -13,7 +13,7 @@ from fastapi import FastAPI
 from sqlalchemy.orm import Session, sessionmaker
 
 from api import errors
-from api.routers import entries, ingest, invoices, review_items, rulesets, webhooks
+from api.routers import entries, ingest, invoices, review_items, rulesets, timekeepers, webhooks
 from connectors.sources.registry import Options
 from engine.store.db import make_engine, session_factory
 from engine.workflows.keys import KeyCache
@@ -21,7 +21,8 @@ from engine.workflows.keys import KeyCache
 if TYPE_CHECKING:
     from api.worker import Worker
 
-ROUTERS = (review_items.router, entries.router, ingest.router, rulesets.router, invoices.router, webhooks.router)
+ROUTERS = (review_items.router, entries.router, ingest.router, rulesets.router, invoices.router, timekeepers.router,
+           webhooks.router)
 
 
 class _LazyWorker:

@@ -30,6 +30,7 @@ from api.cli import (
     serve,
     sources,
     sync,
+    timekeepers,
     validate,
     worker,
 )
@@ -37,8 +38,8 @@ from api.cli.common import EXIT_BAD_INPUT, EXIT_OK, EXIT_TEMPFAIL
 from engine.errors import OcgateError
 from engine.rules.backends import BackendUnavailable
 
-GROUPS = (rules, validate, demo, database, rulesets, ingest, sources, sync, entries, keys, serve, worker, queue, firm,
-          destinations, invoice, sample)
+GROUPS = (rules, validate, demo, database, rulesets, ingest, sources, sync, timekeepers, entries, keys, serve, worker,
+          queue, firm, destinations, invoice, sample)
 
 
 def build_parser() -> argparse.ArgumentParser:

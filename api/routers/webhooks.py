@@ -25,6 +25,7 @@ class WebhookAck(BaseModel):
 WEBHOOK_ERRORS = {
     401: {"model": ErrorResponse, "description": "a bad, missing or replayed signature: nothing was stored"},
     404: {"model": ErrorResponse, "description": "no source of that name"},
+    422: {"model": ErrorResponse, "description": "the request does not match the API"},
 }
 
 

@@ -98,6 +98,16 @@ class Subscription:
     expires_at: dt.datetime | None
 
 
+class Unchanged:
+    """What ``fetch`` returns when the record is still at the version asked about."""
+
+    def __repr__(self) -> str:
+        return "UNCHANGED"
+
+
+UNCHANGED = Unchanged()
+
+
 class TokenStore(Protocol):
     """Where a source keeps the credentials it is issued (encrypted in the database by the workflow)."""
 
@@ -122,8 +132,9 @@ class Source(Protocol):
         the next incremental pull starts."""
         ...
 
-    def fetch(self, record_id: str) -> list[Entry] | None:
-        """The record's entries as the source has them now; None when it no longer exists there."""
+    def fetch(self, record_id: str, known_version: str | None = None) -> list[Entry] | Unchanged | None:
+        """The record's entries as the source has them now; None when it no longer exists there; ``UNCHANGED``
+        when its version is still ``known_version`` (a conditional request)."""
         ...
 
     def verify_webhook(self, headers: Mapping[str, str], body: bytes, secrets: Mapping[str, str]) -> Delivery:

@@ -43,6 +43,7 @@ import httpx
 import tenacity
 
 from connectors.sources.base import (
+    UNCHANGED,
     Delivery,
     NotConnected,
     Page,
@@ -50,6 +51,7 @@ from connectors.sources.base import (
     SourceUnavailable,
     Subscription,
     TokenStore,
+    Unchanged,
     WebhookRejected,
 )
 from engine.model import Entry, EntryKind, EntryStatus, FeeBasis
@@ -487,11 +489,13 @@ class ClioSource:
             yield Page(entries=entries, cursor=next_cursor, pulled=len(records), covers=covers,
                        total=total if isinstance(total, int) else None)
 
-    def fetch(self, record_id: str) -> list[Entry] | None:
+    def fetch(self, record_id: str, known_version: str | None = None) -> list[Entry] | Unchanged | None:
         response = self.client.request("GET", f"/activities/{record_id}.json", params={"fields": ACTIVITY_FIELDS},
-                                       allow=(404,))
+                                       etag=known_version, allow=(304, 404))
         if response.status_code == 404:
             return None
+        if response.status_code == 304:
+            return UNCHANGED
         record = _json(response).get("data")
         return self._map([record], self.tenant) if record else None
 

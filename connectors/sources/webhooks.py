@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from sqlalchemy.orm import Session, sessionmaker
 
 from connectors.sources import registry
-from connectors.sources.base import SourceError, Subscription
+from connectors.sources.base import UNCHANGED, SourceError, Subscription
 from engine.store.db import transaction
 from engine.workflows import intake, sources, timekeepers
 
@@ -60,9 +60,12 @@ def process(sessions: sessionmaker[Session], event_id: int, options: registry.Op
             return event.outcome or "processed"
         connection = sources.get_by_id(session, event.connection_id)
         record_id = event.record_id
+        known = None if not record_id else sources.stored_version(
+            session, source_system=connection.source_system, source_tenant=connection.source_tenant,
+            source_id=record_id)
     source = registry.open_source(sessions, connection, options or registry.Options())
     try:
-        entries = source.fetch(record_id) if record_id else None
+        entries = source.fetch(record_id, known) if record_id else None
     except SourceError as exc:
         with transaction(sessions) as session:
             sources.event_failed(session, event_id, exc.message)
@@ -73,11 +76,14 @@ def process(sessions: sessionmaker[Session], event_id: int, options: registry.Op
     with transaction(sessions) as session:
         if not record_id:
             outcome = "ignored: no record id"
+        elif entries is UNCHANGED:
+            outcome = "unchanged"
         elif entries is None:
             result = sources.withdraw(session, source_system=connection.source_system,
                                       source_tenant=connection.source_tenant, source_ids=[record_id], actor=actor)
             outcome = f"withdrawn ({result.withdrawn if result else 0} entries)"
         else:
+            assert isinstance(entries, list)
             directory = timekeepers.Directory.load(session, connection.source_system)
             result = intake.ingest(session, [directory.enrich(e) for e in entries], actor=actor,
                                    source=f"{connection.name} webhook {event_id}")

@@ -239,6 +239,13 @@ def stored_ids(session: Session, *, source_system: str, source_tenant: str) -> I
         EntryRow.state != EntryState.WITHDRAWN).execution_options(yield_per=5000))
 
 
+def stored_version(session: Session, *, source_system: str, source_tenant: str, source_id: str) -> str | None:
+    """The source version of a stored, not withdrawn entry (for a conditional re-fetch)."""
+    return session.scalar(select(EntryRow.source_version).where(
+        EntryRow.source_system == source_system, EntryRow.source_tenant == source_tenant,
+        EntryRow.source_id == source_id, EntryRow.source_line_id.is_(None), EntryRow.state != EntryState.WITHDRAWN))
+
+
 def withdraw(session: Session, *, source_system: str, source_tenant: str, source_ids: Iterable[str], actor: str,
              reason: str = "deleted at the source") -> intake.IngestResult | None:
     """Withdraw stored entries the source no longer has (deleted, voided). Each goes through ingest as a new

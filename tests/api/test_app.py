@@ -126,7 +126,7 @@ def test_the_queue_holds_every_state_waiting_for_review_by_default(world: World)
                     "source_id": "vague", "state": "in_review", "worst_severity": "warning", "version": 1,
                     "work_date": day(3), "ledes_client_id": "ACME01", "law_firm_matter_id": "2026-0099",
                     "timekeeper": "user-vague", "timekeeper_name": "Okafor, Daniel", "rule_ids": ["ACME-NARR-002"],
-                    "portal_reasons": []}
+                    "portal_reasons": [], "data_quality_flags": []}
 
 
 def test_the_queue_filters(world: World) -> None:
@@ -574,7 +574,9 @@ ROUTES = {("get", "/v1/review-items"), ("post", "/v1/review-items/bulk"), ("get"
           ("post", "/v1/rulesets/{version_id}/backtest"), ("post", "/v1/invoices"), ("get", "/v1/invoices"),
           ("post", "/v1/invoices/preview"), ("get", "/v1/invoices/{ref}"), ("get", "/v1/invoices/{ref}/ledes"),
           ("post", "/v1/invoices/{ref}/submit"), ("post", "/v1/invoices/{ref}/poll"),
-          ("post", "/v1/invoices/{ref}/void"), ("get", "/v1/entries/{entry_id}/portal-rejections")}
+          ("post", "/v1/invoices/{ref}/void"), ("get", "/v1/entries/{entry_id}/portal-rejections"),
+          ("get", "/v1/timekeepers"), ("get", "/v1/timekeepers/{ledes_id}"), ("post", "/v1/timekeepers/import")}
+SIGNED = {("post", "/v1/webhooks/{source}")}  # authenticated by the source's signature, not an API key
 
 
 def test_the_openapi_document_lists_every_route_and_its_errors(world: World) -> None:
@@ -585,8 +587,12 @@ def test_the_openapi_document_lists_every_route_and_its_errors(world: World) -> 
     served = {(method.lower(), context.path)  # every route, the routers' included
               for context in iter_route_contexts(world.client.app.routes)  # type: ignore[attr-defined]
               if isinstance(context.original_route, APIRoute) for method in context.methods or ()}
-    assert documented == served == ROUTES
+    assert documented == served == ROUTES | SIGNED
     error_ref = {"$ref": "#/components/schemas/ErrorResponse"}
+    for method, path in SIGNED:
+        responses = spec["paths"][path][method]["responses"]
+        assert responses["401"]["content"]["application/json"]["schema"] == error_ref
+        assert "signature" in responses["401"]["description"]
     for method, path in sorted(ROUTES):
         responses = spec["paths"][path][method]["responses"]
         for status in ("401", "403", "422"):
