@@ -228,7 +228,7 @@ class _Wait(tenacity.wait.wait_base):
     """Retry-After when Clio sent one, else jittered exponential backoff."""
 
     def __init__(self) -> None:
-        self.backoff = tenacity.wait_exponential_jitter(initial=0.5, max=30, jitter=0.5)
+        self.backoff = tenacity.wait_exponential_jitter(multiplier=0.5, max=30, jitter=0.5)
 
     def __call__(self, retry_state: tenacity.RetryCallState) -> float:
         exc = retry_state.outcome.exception() if retry_state.outcome else None
@@ -328,14 +328,14 @@ class ClioClient:
         are returned; other 4xx raise :class:`SourceError`; running out of retries raises
         :class:`SourceUnavailable`."""
         refreshed = False
+        where = f"{method} {path.split('?', 1)[0]}"  # no query: page tokens and field lists make poor messages
         while True:
             try:
                 response = self._retrying(self._send, method, path, params, json_body, etag)
             except _Retry as exc:
-                raise SourceUnavailable(f"Clio answered {exc.status} to {method} {path} on every try") from None
+                raise SourceUnavailable(f"Clio answered {exc.status} to {where} on every try") from None
             except (httpx.TimeoutException, httpx.TransportError) as exc:
-                raise SourceUnavailable(f"Clio could not be reached ({type(exc).__name__} on {method} "
-                                        f"{path})") from None
+                raise SourceUnavailable(f"Clio could not be reached ({type(exc).__name__} on {where})") from None
             if response.status_code == 401 and not refreshed:
                 refreshed = True
                 self._refresh()
@@ -351,7 +351,7 @@ class ClioClient:
         if response.status_code == 410:
             raise SourceError(f"Clio does not serve API version {self.version} (410 Gone): set api_version",
                               retryable=False)
-        raise SourceError(f"Clio answered {response.status_code} to {method} {path}"
+        raise SourceError(f"Clio answered {response.status_code} to {where}"
                           + (f": {detail}" if detail else ""), retryable=False)
 
     def _send(self, method: str, path: str, params: Any, json_body: Any, etag: str | None) -> httpx.Response:
