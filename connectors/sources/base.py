@@ -145,6 +145,10 @@ class Source(Protocol):
         """Create the subscriptions that send this source's changes to ``public_url``."""
         ...
 
+    def webhook_state(self, subscription: Subscription) -> Subscription:
+        """The subscription as the source has it now (enabled once its handshake reached ocgate)."""
+        ...
+
     def renew_webhook(self, subscription: Subscription) -> Subscription:
         """Extend a subscription before it expires."""
         ...

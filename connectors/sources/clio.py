@@ -656,6 +656,15 @@ class ClioSource:
                      "fields": "id,etag", "expires_at": _iso(expires)}})
         return [_subscription(_json(response).get("data") or {})]
 
+    def webhook_state(self, subscription: Subscription) -> Subscription:
+        """The subscription as Clio has it now (``pending`` until Clio's handshake reached ocgate)."""
+        found = _subscription(self.client.get(f"/webhooks/{subscription.remote_id}.json", {"fields": _SUB_FIELDS})
+                              .get("data") or {})
+        return Subscription(remote_id=subscription.remote_id, model=subscription.model, url=found.url or
+                            subscription.url, events=found.events or subscription.events,
+                            secret=found.secret or subscription.secret, status=found.status,
+                            expires_at=found.expires_at or subscription.expires_at)
+
     def renew_webhook(self, subscription: Subscription) -> Subscription:
         expires = dt.datetime.now(dt.UTC) + dt.timedelta(days=WEBHOOK_DAYS) - dt.timedelta(hours=1)
         response = self.client.request("PATCH", f"/webhooks/{subscription.remote_id}.json",

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -24,6 +25,7 @@ log = logging.getLogger("ocgate.webhooks")
 
 RENEW_WITHIN = dt.timedelta(days=7)  # renew subscriptions this long before they expire (Clio: 31 days at most)
 SWEEP_AFTER = dt.timedelta(seconds=60)  # an event no job finished within this is processed by the sweep
+HANDSHAKE_WAIT = 5.0  # seconds ``register`` waits for the source's handshake
 
 
 @dataclass(frozen=True)
@@ -108,12 +110,17 @@ def sweep(sessions: sessionmaker[Session], options: registry.Options | None = No
     return done
 
 
-def register(sessions: sessionmaker[Session], name: str, public_url: str,
-             options: registry.Options | None = None) -> list[Subscription]:
-    """Create the source's subscriptions pointing at ``public_url`` and keep them (secrets encrypted)."""
+def register(sessions: sessionmaker[Session], name: str, public_url: str, options: registry.Options | None = None,
+             handshake_wait: float = HANDSHAKE_WAIT) -> list[Subscription]:
+    """Create the source's subscriptions pointing at ``public_url`` and keep them (secrets encrypted). Waits a
+    few seconds for the source's handshake to reach ocgate, so the status said is the one that counts."""
     connection, source = registry.open_named(sessions, name, options or registry.Options())
     try:
         created = source.register_webhooks(public_url)
+        deadline = time.monotonic() + handshake_wait
+        while any(sub.status == "pending" for sub in created) and time.monotonic() < deadline:
+            time.sleep(0.2)
+            created = [source.webhook_state(sub) if sub.status == "pending" else sub for sub in created]
     finally:
         source.close()
     with transaction(sessions) as session:
