@@ -74,7 +74,3 @@ def main(argv: Sequence[str] | None = None) -> int:
         # The reader went away (ocgate ... | head): stop quietly, as other command-line tools do.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_OK
-
-
-if __name__ == "__main__":  # pragma: no cover
-    raise SystemExit(main())

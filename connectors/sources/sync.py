@@ -17,6 +17,7 @@ import logging
 import os
 import socket
 import time
+import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -64,7 +65,23 @@ Progress = Callable[[SyncReport, int | None], None]  # the report so far, and th
 
 
 def owner_id() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}"
+    """Who holds a sync: this host and process, and a token unique to the sync (threads share a process)."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+def _dead_here(owner: str | None) -> bool:
+    """Whether ``owner`` is a process on this host that no longer runs (killed): its lease need not expire."""
+    host, _, rest = (owner or "").partition(":")
+    pid = rest.partition(":")[0]
+    if host != socket.gethostname() or not pid.isdigit() or int(pid) == os.getpid():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # alive, under another user
+        return False
+    return False
 
 
 def sync(sessions: sessionmaker[Session], name: str, *, full: bool = False, options: registry.Options | None = None,
@@ -77,6 +94,9 @@ def sync(sessions: sessionmaker[Session], name: str, *, full: bool = False, opti
     started = time.monotonic()
     with transaction(sessions) as session:
         connection = sources.get(session, name)
+        if connection.sync_lease_owner and _dead_here(connection.sync_lease_owner):
+            log.warning("sync of %s: taking over from %s, which died", name, connection.sync_lease_owner)
+            sources.release_sync(session, connection.id, owner=connection.sync_lease_owner, finished=False)
         sources.claim_sync(session, connection.id, owner=owner, lease=LEASE)
         run = sources.start_run(session, connection.id, full=full)
         cursor = sources.cursor(session, connection.id)
