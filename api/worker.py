@@ -26,6 +26,7 @@ from connectors.sources import registry as source_registry
 from connectors.sources import sync, webhooks
 from connectors.sources.base import SourceError
 from engine.errors import OcgateError
+from engine.rules.features import EvaluationContext
 from engine.store.db import database_url, make_engine, session_factory
 from engine.workflows import sources
 
@@ -62,11 +63,12 @@ class Worker:
 
     def __init__(self, *, queue: str | None = None, database: str | None = None,
                  sessions: sessionmaker[Session] | None = None, options: source_registry.Options | None = None,
-                 immediate: bool = False):
+                 immediate: bool = False, as_of: dt.date | None = None):
         self.url = queue_url(queue, database)
         self.huey = make_huey(self.url, immediate=immediate)
         self.sessions = sessions or session_factory(make_engine(database))
         self.options = options or source_registry.Options()
+        self.as_of = as_of  # the date entries are judged as of (default: the day each job runs)
         task, periodic = self.huey.task, self.huey.periodic_task
         self.process_webhook = task(retries=WEBHOOK_RETRIES, retry_delay=15, name="process_webhook")(
             self._process_webhook)
@@ -84,12 +86,15 @@ class Worker:
 
     # jobs
 
+    def _context(self) -> EvaluationContext | None:
+        return EvaluationContext(as_of=self.as_of) if self.as_of else None
+
     def _process_webhook(self, event_id: int) -> str:
-        return webhooks.process(self.sessions, event_id, self.options)
+        return webhooks.process(self.sessions, event_id, self.options, self._context())
 
     def _sync_source(self, name: str, full: bool = False) -> dict[str, Any] | None:
         try:
-            report = sync.sync(self.sessions, name, full=full, options=self.options)
+            report = sync.sync(self.sessions, name, full=full, options=self.options, context=self._context())
         except sources.SyncRunning as exc:
             log.info("sync of %s skipped: %s", name, exc.message)
             return None
@@ -107,7 +112,7 @@ class Worker:
         return due
 
     def _sweep_webhooks(self) -> int:
-        return len(webhooks.sweep(self.sessions, self.options))
+        return len(webhooks.sweep(self.sessions, self.options, context=self._context()))
 
     def _poll_invoices(self) -> int:
         results = destinations.poll_waiting(self.sessions, actor="worker:poll")

@@ -10,6 +10,7 @@ import datetime as dt
 import json
 import os
 import sys
+import time
 from decimal import Decimal
 from importlib import resources
 from pathlib import Path
@@ -22,20 +23,27 @@ from sqlalchemy.orm import Session, sessionmaker
 from api.app import create_app
 from api.cli.common import EXIT_OK
 from api.cli.validate import print_summary, print_table
-from connectors.destinations import registry
+from api.worker import Worker
+from connectors.clio.fake import FakeClio, running_fake_clio, serving
+from connectors.destinations import registry as destinations
 from connectors.legaltracker.fake import FakeRules, running_fake_portal
+from connectors.sources import registry, webhooks
+from connectors.sources.clio import code_from
+from connectors.sources.registry import Options
+from connectors.sources.sync import sync
 from engine.entry_io import read_entries
 from engine.ledes import Party
 from engine.ledes.profile import FirmSettings
+from engine.model import Entry
 from engine.rules.backends import resolve_backend
 from engine.rules.evaluate import evaluate
 from engine.rules.features import EvaluationContext
 from engine.rules.loader import load_file
+from engine.rules.ruleset import RuleSet
 from engine.store.db import make_engine, session_factory, transaction, upgrade
-from engine.store.models import EntryRow, RuleSetStatus, ViolationRow
-from engine.workflows import review
+from engine.store.models import EntryRow, EntryState, RuleSetStatus, ViolationRow
+from engine.workflows import entries, review, sources, timekeepers
 from engine.workflows.billing import invoices
-from engine.workflows.intake import ingest
 from engine.workflows.keys import Role, create_key
 from engine.workflows.rulesets import add_ruleset_version
 
@@ -62,58 +70,121 @@ def bundled_sample_path() -> Path:
     return Path(str(resources.files("engine") / "data" / "samples" / "acme-2026-03.jsonl"))
 
 
+def bundled_timekeepers_path() -> Path:
+    return Path(str(resources.files("engine") / "data" / "samples" / "timekeepers.csv"))
+
+
 def run(args: argparse.Namespace) -> int:
     ruleset = load_file(bundled_ruleset_path())
-    entries = read_entries(bundled_sample_path())
+    month = read_entries(bundled_sample_path())
     backend = resolve_backend(args.backend)
     context = EvaluationContext(as_of=DEMO_AS_OF, period_start=DEMO_PERIOD[0], period_end=DEMO_PERIOD[1])
-    print(f"ocgate demo: {len(entries)} sample entries for Acme Corporation, March 2026, checked against "
-          f"{ruleset.title} (revision {ruleset.revision}) with the {backend} backend\n")
-    violations = evaluate(entries, ruleset, context=context, backend=backend)
-    print_summary(entries, [ruleset], violations, sys.stdout)
-    print("\nOne finding of each rule:")
-    seen: set[str] = set()
-    sample = []
-    for v in violations:
-        if v.rule_id not in seen and v.rule_status == "active":
-            seen.add(v.rule_id)
-            sample.append(v)
-    print_table(entries, sample, sys.stdout, footer=False)
-
-    run_queue_demo(bundled_ruleset_path(), bundled_sample_path(), context, args.database)
-    return EXIT_OK
-
-
-CENT = Decimal("0.01")
-
-
-def run_queue_demo(ruleset_file: Path, sample_file: Path, context: EvaluationContext, database: Path,
-                   out: TextIO | None = None) -> None:
-    out = out or sys.stdout
-    for suffix in ("", "-wal", "-shm"):
-        Path(f"{database}{suffix}").unlink(missing_ok=True)
+    database: Path = args.database
+    for path in (database, Path(f"{database}-wal"), Path(f"{database}-shm"), _queue_file(database)):
+        path.unlink(missing_ok=True)
     url = f"sqlite:///{database}"
     upgrade(url)
     engine = make_engine(url)
     sessions = session_factory(engine)
+    with running_fake_clio() as clio:
+        clio.state.load_entries(month)  # the bundled month, served by Clio
+        options = _connect(sessions, clio, ruleset)
+        report = sync(sessions, "clio", options=options, context=context)
+        with sessions() as session:
+            synced = [Entry.model_validate(item["entry"]) for item in entries.export(session)]
+        print(f"ocgate demo: {len(synced)} time and expense entries for Acme Corporation, March 2026, synced from a "
+              f"fake Clio on loopback and checked against {ruleset.title} (revision {ruleset.revision}) with the "
+              f"{backend} backend\n")
+        violations = evaluate(synced, ruleset, context=context, backend=backend)
+        print_summary(synced, [ruleset], violations, sys.stdout)
+        print("\nOne finding of each rule:")
+        seen: set[str] = set()
+        first = []
+        for v in violations:
+            if v.rule_id not in seen and v.rule_status == "active":
+                seen.add(v.rule_id)
+                first.append(v)
+        print_table(synced, first, sys.stdout, footer=False)
+        print(f"\nReview queue in {database}: rule set {ruleset.id} revision {ruleset.revision} active; the firm's "
+              "timekeeper table gives each entry its LEDES timekeeper id, classification and standard rate")
+        print(f"ocgate sync clio: {report.pulled} activities pulled in {report.batches} batch(es), each committed "
+              f"with the cursor; {report.new} new: {report.new - report.flagged} ready to bill, {report.flagged} "
+              f"waiting for review, {report.quality} with data-quality problems")
+        again = sync(sessions, "clio", options=options, context=context)
+        print(f"Syncing again: {again.pulled} pulled (the overlap window), {again.new} new, {again.changed} changed, "
+              f"{again.unchanged} unchanged (idempotent)")
+        _by_webhook(sessions, clio, options, database)
     with transaction(sessions) as session:
-        version = add_ruleset_version(session, ruleset_file.read_text(encoding="utf-8"), source=str(ruleset_file),
-                                      created_by="demo", status=RuleSetStatus.ACTIVE)
-        result = ingest(session, read_entries(sample_file), actor="demo:ingest", source=str(sample_file),
-                        context=context)
         _, reviewer_key = create_key(session, name="demo reviewer", role=Role.REVIEWER)
-    print(f"\nReview queue in {database}: rule set {version.ruleset_id} revision {version.revision} active; "
-          f"ingested {result.received} entries: {result.ready} ready to bill, {result.in_review} waiting for "
-          f"review, {result.held} held", file=out)
-    again = None
-    with transaction(sessions) as session:
-        again = ingest(session, read_entries(sample_file), actor="demo:ingest", source=str(sample_file),
-                       context=context)
-    print(f"Ingesting the same file again: {again.unchanged} unchanged, {again.created} new, "
-          f"{again.updated} changed (idempotent)", file=out)
-    asyncio.run(_through_the_api(create_app(sessions=sessions), reviewer_key, out))
-    _invoices(sessions, context, database.parent / f"{database.stem}-invoices", out)
+    asyncio.run(_through_the_api(create_app(sessions=sessions), reviewer_key, sys.stdout))
+    _invoices(sessions, context, database.parent / f"{database.stem}-invoices", sys.stdout)
     engine.dispose()
+    return EXIT_OK
+
+
+CENT = Decimal("0.01")
+VAGUE = "Attention to file"
+
+
+def _queue_file(database: Path) -> Path:
+    return database.with_name(database.stem + "-queue.db")
+
+
+def _connect(sessions: sessionmaker[Session], clio: FakeClio, ruleset: RuleSet) -> Options:
+    """The firm's set-up: the timekeeper table, the client's rule set, and Clio connected (the fake approves at
+    once: the authorization-code flow without a browser)."""
+    os.environ.setdefault("OCGATE_SECRET_KEY", sources.new_secret_key())
+    environ = {"OCGATE_DEMO_CLIO_SECRET": clio.client_secret}
+    with transaction(sessions) as session:
+        timekeepers.import_csv(session, bundled_timekeepers_path().read_text(encoding="utf-8"),
+                               source=str(bundled_timekeepers_path()))
+        add_ruleset_version(session, ruleset.text, source=ruleset.source, created_by="demo",
+                            status=RuleSetStatus.ACTIVE)
+        registry.configure(session, "clio", kind="clio", settings={
+            "base_url": clio.base_url, "client_id": clio.client_id, "client_secret_env": "OCGATE_DEMO_CLIO_SECRET",
+            "redirect_uri": "https://ocgate.example/oauth/clio"})
+    options = Options(environ=environ)
+    url, state = registry.authorize_url(sessions, "clio")
+    redirect = httpx.get(url, follow_redirects=False).headers["location"]
+    registry.connect(sessions, "clio", code=code_from(redirect, state), options=options)
+    return options
+
+
+def _by_webhook(sessions: sessionmaker[Session], clio: FakeClio, options: Options, database: Path) -> None:
+    """A timekeeper edits a clean entry in Clio; Clio's webhook brings it back, judged again, within a second."""
+    worker = Worker(queue=f"sqlite:///{_queue_file(database)}", sessions=sessions, options=options, as_of=DEMO_AS_OF)
+    consumer = worker.consumer(workers=1)
+    consumer.start()
+    try:
+        with serving(create_app(sessions=sessions, worker=worker, source_options=options)) as (url, _server):
+            [subscription] = webhooks.register(sessions, "clio", f"{url}/v1/webhooks/clio", options)
+            with sessions() as session:
+                row = session.scalar(select(EntryRow).where(EntryRow.state == EntryState.READY,
+                                                            EntryRow.entry_kind == "time").order_by(EntryRow.id))
+            before = row.state
+            edited = clio.state.edit(int(row.source_id), note=VAGUE)
+            started = time.monotonic()
+            clio.state.deliver("updated", edited.id)
+            answer = clio.state.deliveries[-1].status
+            while time.monotonic() - started < 10:
+                with sessions() as session:
+                    row = session.get(EntryRow, row.id)
+                if row.source_version == edited.etag:
+                    break
+                time.sleep(0.02)
+            elapsed = time.monotonic() - started
+            with sessions() as session:
+                found = session.scalars(select(ViolationRow).where(ViolationRow.entry_id == row.id,
+                                                                   ViolationRow.current.is_(True))).all()
+    finally:
+        consumer.stop(graceful=True)
+    print(f"\nWebhooks: subscription {subscription.remote_id} is {subscription.status} (Clio's handshake reached the "
+          "API); a worker runs beside it")
+    print(f"  In Clio, {row.timekeeper_name} edits activity {edited.id} ({row.work_date}) to read \"{VAGUE}\"")
+    print(f"  Clio posts the signed event -> {answer}; the worker re-fetches the activity and judges it: "
+          f"{before} -> {row.state} in {elapsed:.2f} s")
+    for violation in found:
+        print(f"    {violation.rule_id} ({violation.severity}): {violation.message}")
 
 
 def _invoices(sessions: sessionmaker[Session], context: EvaluationContext, folder: Path, out: TextIO) -> None:
@@ -148,8 +219,8 @@ def _invoices(sessions: sessionmaker[Session], context: EvaluationContext, folde
                         matter_ids={"2025-0311": "90311", "2026-0017": "90017", "2026-0042": "90042"})
         os.environ["OCGATE_DEMO_PORTAL_SECRET"] = portal.state.client_secret
         with transaction(sessions) as session:
-            registry.configure(session, "acme-legaltracker", kind="legaltracker", settings=settings,
-                               clients=["ACME01"])
+            destinations.configure(session, "acme-legaltracker", kind="legaltracker", settings=settings,
+                                   clients=["ACME01"])
         asyncio.run(_bill(create_app(sessions=sessions), biller_key, context, folder, portal.state, out))
 
 

@@ -7,8 +7,9 @@ import sys
 import time
 from typing import Any
 
-from api.cli.common import EXIT_OK, sessions
+from api.cli.common import EXIT_OK, date, sessions
 from connectors.sources.sync import BATCH_ENTRIES, SyncReport, sync
+from engine.rules.features import EvaluationContext
 
 PLAIN_EVERY = 5.0  # seconds between progress lines when standard error is not a terminal
 
@@ -20,6 +21,7 @@ def add_parser(sub: Any) -> None:
     parser.add_argument("--full", action="store_true", help="pull everything, and withdraw what the source no "
                                                             "longer has")
     parser.add_argument("--quiet", "-q", action="store_true", help="no progress, only the summary")
+    parser.add_argument("--as-of", type=date, help="date the entries are judged as of (default: today)")
     parser.add_argument("--batch-entries", type=int, default=BATCH_ENTRIES, metavar="N",
                         help=f"entries committed at a time, with the position in the source (default {BATCH_ENTRIES})")
     parser.set_defaults(handler=run)
@@ -57,7 +59,8 @@ def run(args: argparse.Namespace) -> int:
     progress = _Progress(args.quiet)
     try:
         report = sync(sessions(), args.name, full=args.full, progress=progress,
-                      batch_entries=max(1, args.batch_entries))
+                      batch_entries=max(1, args.batch_entries),
+                      context=EvaluationContext(as_of=args.as_of) if args.as_of else None)
     finally:
         progress.close()
     rate = f", {report.pulled / report.seconds:,.0f} records/s" if report.seconds > 0 and report.pulled else ""

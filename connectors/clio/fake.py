@@ -974,6 +974,29 @@ class FakeClioState:
             self._changed()
         return made
 
+    def load_entries(self, entries: Iterable[Any]) -> list[Activity]:
+        """Serve canonical entries (``engine.model.Entry``, such as the bundled sample month) as Clio activities:
+        each becomes an activity of the user with the entry's timekeeper name and of the matter with its law firm
+        matter id, with its hours (as seconds), rate, codes and narrative. For demos: the same month, through
+        Clio."""
+        users = {user.name: user.id for user in self.users}
+        users.update({f"{user.last_name}, {user.first_name}": user.id for user in self.users})
+        matters = {matter.display_number: matter.id for matter in self.matters}
+        made = []
+        for entry in entries:
+            common = {"note": entry.narrative, "date": entry.work_date, "matter_id": matters[entry.law_firm_matter_id],
+                      "user_id": users[entry.timekeeper_name]}
+            if entry.entry_kind == "time":
+                flat = entry.fee_basis == "flat"
+                hours = entry.hours_billed or entry.quantity or Decimal(0)
+                made.append(self.add_activity(type="TimeEntry", quantity=int(hours * _HOUR), flat_rate=flat,
+                                              price=entry.amount if flat else entry.rate, task=entry.utbms_task_code,
+                                              activity=entry.utbms_activity_code, **common))
+            else:
+                made.append(self.add_activity(type="ExpenseEntry", quantity=entry.quantity or Decimal(1),
+                                              price=entry.rate, expense=entry.utbms_expense_code, **common))
+        return made
+
     def edit(self, activity_id: int, **changes: Any) -> Activity:
         """Change an activity's fields (``note=``, ``quantity=``, ``price=``, ``date=``, ...) as a Clio user would:
         it gets a new etag and ``updated_at``."""

@@ -28,6 +28,7 @@ from connectors.sources import registry
 from connectors.sources.base import Page, SourceError
 from engine.errors import OcgateError
 from engine.model import Entry
+from engine.rules.features import EvaluationContext
 from engine.store.db import transaction
 from engine.workflows import intake, sources, timekeepers
 
@@ -85,8 +86,10 @@ def _dead_here(owner: str | None) -> bool:
 
 
 def sync(sessions: sessionmaker[Session], name: str, *, full: bool = False, options: registry.Options | None = None,
-         progress: Progress | None = None, batch_entries: int = BATCH_ENTRIES, owner: str | None = None) -> SyncReport:
+         progress: Progress | None = None, batch_entries: int = BATCH_ENTRIES, owner: str | None = None,
+         context: EvaluationContext | None = None) -> SyncReport:
     """Pull source ``name`` into the store (incrementally, or everything with ``full``) and report the counts.
+    ``context``: the date the entries are judged as of (default: today).
 
     Raises :class:`SourceError` when the source fails (``retryable``: unreachable; the next sync resumes) and
     :class:`engine.workflows.sources.SyncRunning` when another sync of the source holds the lease."""
@@ -117,11 +120,11 @@ def sync(sessions: sessionmaker[Session], name: str, *, full: bool = False, opti
             batch.add(page, _deleted(page, stored) if stored is not None else [])
             report.pulled += page.pulled
             if len(batch.entries) >= batch_entries:
-                _commit(sessions, connection.id, name, batch, report, owner)
+                _commit(sessions, connection.id, name, batch, report, owner, context)
                 batch = _Batch()
             if progress is not None:
                 progress(report, page.total)
-        _commit(sessions, connection.id, name, batch, report, owner)
+        _commit(sessions, connection.id, name, batch, report, owner, context)
         report.complete = True
     except (SourceError, OcgateError) as exc:
         report.error = exc.message
@@ -164,7 +167,7 @@ def _deleted(page: Page, stored: set[int]) -> list[str]:
 
 
 def _commit(sessions: sessionmaker[Session], connection_id: int, name: str, batch: _Batch, report: SyncReport,
-            owner: str) -> None:
+            owner: str, context: EvaluationContext | None) -> None:
     """Ingest a batch and save its cursor in one transaction (and renew the lease)."""
     if not batch.pages:
         return
@@ -178,7 +181,8 @@ def _commit(sessions: sessionmaker[Session], connection_id: int, name: str, batc
                     report.quality += 1
                     for flag in entry.data_quality_flags:
                         report.quality_flags[flag] = report.quality_flags.get(flag, 0) + 1
-            result = intake.ingest(session, entries, actor=f"sync:{name}", source=f"{name} run {report.run_id}")
+            result = intake.ingest(session, entries, actor=f"sync:{name}", source=f"{name} run {report.run_id}",
+                                   context=context)
             _count(report, result)
         if batch.withdrawn:
             result = sources.withdraw(session, source_system=connection.source_system,

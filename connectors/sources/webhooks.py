@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from connectors.sources import registry
 from connectors.sources.base import UNCHANGED, SourceError, Subscription
+from engine.rules.features import EvaluationContext
 from engine.store.db import transaction
 from engine.workflows import intake, sources, timekeepers
 
@@ -53,9 +54,11 @@ def receive(sessions: sessionmaker[Session], name: str, headers: Mapping[str, st
         return Received(event_id=row.id)
 
 
-def process(sessions: sessionmaker[Session], event_id: int, options: registry.Options | None = None) -> str:
-    """Re-fetch the record an event is about and ingest it (or withdraw it when the source no longer has it).
-    Returns what happened; a source failure is recorded on the event and raised (the job retries)."""
+def process(sessions: sessionmaker[Session], event_id: int, options: registry.Options | None = None,
+            context: EvaluationContext | None = None) -> str:
+    """Re-fetch the record an event is about and ingest it (or withdraw it when the source no longer has it),
+    judged as of ``context`` (default: today). Returns what happened; a source failure is recorded on the event
+    and raised (the job retries)."""
     with sessions() as session:
         event = sources.event(session, event_id)
         if event.processed_at is not None:
@@ -88,7 +91,7 @@ def process(sessions: sessionmaker[Session], event_id: int, options: registry.Op
             assert isinstance(entries, list)
             directory = timekeepers.Directory.load(session, connection.source_system)
             result = intake.ingest(session, [directory.enrich(e) for e in entries], actor=actor,
-                                   source=f"{connection.name} webhook {event_id}")
+                                   source=f"{connection.name} webhook {event_id}", context=context)
             outcome = (f"{result.created} new, {result.updated} changed, {result.unchanged} unchanged, "
                        f"{result.in_review} to review")
         sources.event_processed(session, event_id, outcome)
@@ -96,7 +99,7 @@ def process(sessions: sessionmaker[Session], event_id: int, options: registry.Op
 
 
 def sweep(sessions: sessionmaker[Session], options: registry.Options | None = None,
-          older_than: dt.timedelta = SWEEP_AFTER) -> list[tuple[int, str]]:
+          older_than: dt.timedelta = SWEEP_AFTER, context: EvaluationContext | None = None) -> list[tuple[int, str]]:
     """Process again the events no job finished (the worker died, the source was down)."""
     with sessions() as session:
         waiting = [row.id for row in sources.pending_events(
@@ -104,7 +107,7 @@ def sweep(sessions: sessionmaker[Session], options: registry.Options | None = No
     done = []
     for event_id in waiting:
         try:
-            done.append((event_id, process(sessions, event_id, options)))
+            done.append((event_id, process(sessions, event_id, options, context)))
         except SourceError as exc:
             done.append((event_id, f"failed: {exc.message}"))
     return done

@@ -318,11 +318,17 @@ def test_validate_broken_rule_file_exit_2(capsys: pytest.CaptureFixture[str], tm
 def test_demo(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     code, out, _ = cli(capsys, "demo", "--backend", "python", "--database", str(tmp_path / "demo.db"))
     assert code == 0
-    assert re.search(r"ingested 300 entries: \d+ ready to bill, \d+ waiting for review", out)
-    assert "Ingesting the same file again: 300 unchanged, 0 new, 0 changed" in out
+    # The month comes from a fake Clio: synced, synced again without change, then one entry edited and its webhook.
+    assert re.search(r"ocgate sync clio: 300 activities pulled in 1 batch\(es\), each committed with the cursor; 300 "
+                     r"new: \d+ ready to bill, \d+ waiting for review", out)
+    assert re.search(r"Syncing again: \d+ pulled \(the overlap window\), 0 new, 0 changed, \d+ unchanged", out)
+    assert re.search(r"Webhooks: subscription \d+ is enabled", out)
+    assert re.search(r"Clio posts the signed event -> 200; the worker re-fetches the activity and judges it: ready -> "
+                     r"in_review in \d\.\d\d s\n    ACME-NARR-", out)
     assert "POST .../approve without a reason -> 422 reason_required" in out
     assert re.search(r"approve\s+by key:demo reviewer in_review -> ready reason: Client approved", out)
-    assert out.startswith("ocgate demo: 300 sample entries")
+    assert out.startswith("ocgate demo: 300 time and expense entries for Acme Corporation, March 2026, synced from a "
+                          "fake Clio")
     assert re.search(r"^300 entries checked: \d+ clean, \d+ flagged \(\d+ with errors\), \d+ violations", out, re.M)
     assert "One finding of each rule:" in out
     for rule in load_file(BUNDLED_RULES).rules:
