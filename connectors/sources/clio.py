@@ -580,7 +580,7 @@ class ClioSource:
             status=status, invoice_ref=_id(bill.get("number")),
             source_status=",".join(key for key in ("billed", "on_bill", "non_billable", "no_charge")
                                    if record.get(key)) or "unbilled",
-            redacted_fields=redacted, raw_payload=record,
+            redacted_fields=redacted,
         )
         if kind in TIME_TYPES:
             flat = bool(record.get("flat_rate"))

@@ -34,7 +34,7 @@ from engine.workflows import intake, sources, timekeepers
 
 log = logging.getLogger("ocgate.sync")
 
-BATCH_ENTRIES = 2000  # entries per committed batch: large enough to amortise a transaction, small enough to resume
+BATCH_ENTRIES = 5000  # entries per committed batch: large enough to amortise a transaction, small enough to resume
 LEASE = dt.timedelta(minutes=15)  # renewed with every batch
 
 
