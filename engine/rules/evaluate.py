@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -107,22 +107,35 @@ def evaluate(
     context: EvaluationContext | None = None,
     backend: str | None = "auto",
     statuses: tuple[str, ...] = ("active", "shadow"),
+    judge: Collection[int] | None = None,
 ) -> list[Violation]:
-    """Every violation of ``ruleset`` in ``entries`` (those it applies to), entry by entry in order."""
+    """Every violation of ``ruleset`` in ``entries`` (those it applies to), entry by entry in order.
+
+    ``judge`` limits the per-entry rules to the entries at those positions (default: all). The aggregate rules
+    still group every entry and report every member of a group that breaks them, judged or not: this is how
+    the intake workflow judges arriving entries together with the stored ones of their days, and learns
+    which stored entries' findings the arrivals change.
+    """
     started = time.perf_counter()
     ctx = context or EvaluationContext(as_of=dt.date.today())
     compiled = compile_ruleset(ruleset, statuses)
     indexes = [i for i, e in enumerate(entries) if ruleset.applies_to(e)]
     applicable = [entries[i] for i in indexes] if len(indexes) != len(entries) else list(entries)
+    if judge is None:
+        judged, per_entry = indexes, applicable
+    else:
+        wanted = set(judge)
+        judged = [i for i in indexes if i in wanted]
+        per_entry = [entries[i] for i in judged]
     name = resolve_backend(backend)
     if name == "durable" and compiled.durable_problem and backend in (None, "auto"):
         log.warning("%s; evaluating %s with the Python backend", compiled.durable_problem, ruleset.id)
         name = "python"
-    hits = (run_durable if name == "durable" else run_python)(compiled, applicable, ctx)
-    violations = [_entry_violation(compiled, applicable[i], compiled.rules[pos].rule, pos, ctx)
+    hits = (run_durable if name == "durable" else run_python)(compiled, per_entry, ctx)
+    violations = [_entry_violation(compiled, per_entry[i], compiled.rules[pos].rule, pos, ctx)
                   for i, pos in hits]
     for v, (i, _) in zip(violations, hits, strict=True):
-        v.entry_index = indexes[i]
+        v.entry_index = judged[i]
     uids: list[str] | None = None
     batch_cache: dict[object, object] = {}  # batch rules share indexes over the same entries
     for rule in compiled.aggregates:
@@ -142,8 +155,8 @@ def evaluate(
                     entry_index=indexes[i],
                 ))
     violations.sort(key=lambda v: (v.entry_index, v.rule_id))
-    log.info("%s@%s: %d of %d entries governed, %d violations (%s backend, %.0f ms)", ruleset.id,
-             ruleset.revision, len(applicable), len(entries), len(violations), name,
+    log.info("%s@%s: %d of %d entries governed, %d judged, %d violations (%s backend, %.0f ms)", ruleset.id,
+             ruleset.revision, len(applicable), len(entries), len(judged), len(violations), name,
              (time.perf_counter() - started) * 1000)
     return violations
 

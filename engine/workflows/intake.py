@@ -3,6 +3,29 @@
 ``ingest`` upserts a batch by (source system, tenant, source id[, line]) and evaluates what changed
 against the active rule set versions that apply. It never commits: the caller's transaction holds the
 whole batch, so all of it lands or none of it does.
+
+Aggregate rules (a daily cap, duplicates) judge an entry together with the stored entries of its timekeeper
+and day, so connectors may deliver entries one at a time or page by page: a file ingested in one batch or in
+many ends with the same findings on every entry. A stored entry whose findings change because an entry
+arrives on its day, changes or leaves it is judged again, and its trail gets a ``rejudged`` action naming the
+rules and the entries that changed them, with its findings and state before and after.
+
+- **Counted** (``COUNTED``): ready, in-review and held entries, and invoiced entries and conflicts with the
+  record that was billed (the client counts those hours). Rejected and withdrawn entries are not billed and
+  do not count.
+- **Judged again** (``REJUDGED``): ready, in-review and held entries only. Invoiced entries and conflicts
+  are locked; rejected and withdrawn ones are out of billing.
+- **Where it goes:** to review with an active finding, else to ready, except:
+  - A ready entry a reviewer approved stays ready only if every active finding is one it already had.
+    The approval covers the findings the reviewer saw: ``review.approve`` records them as overridden, and
+    they stay the entry's current findings until it is judged again. A new group or a changed total (the
+    day now 12.5 h, not 11 h) sends the entry back to review. A per-entry finding counts as the same when
+    its rule is the same, because its evidence depends only on the unchanged entry and the judging date.
+  - A held entry stays held while a version that held it still flags it.
+  - An entry in review with an open portal rejection stays in review.
+
+The aggregate rules see a day's entries in the order they were first stored: stored entries by id, then
+new ones in batch order. So the batching cannot change a group's order, or the hours its evidence quotes.
 """
 
 from __future__ import annotations
@@ -10,27 +33,31 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Container, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from enum import Enum
+from operator import itemgetter
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, Row, Table, bindparam, insert, select, text, update
+from sqlalchemy import JSON, ColumnElement, DateTime, Row, Table, and_, bindparam, insert, or_, select, text, update
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import Session
 from sqlalchemy.types import TypeDecorator
 
 from engine.entry_io import entry_record
-from engine.model import Entry, EntryStatus
+from engine.model import Entry, EntryKind, EntryStatus
 from engine.rules.conditions import Evidence
 from engine.rules.evaluate import Violation, evaluate
 from engine.rules.features import EvaluationContext
+from engine.rules.ruleset import RuleSet
+from engine.rules.types import REGISTRY
 from engine.store.models import (
     EntryRow,
     EntryState,
     Evaluation,
     IngestBatch,
+    PortalRejection,
     ReviewAction,
     RuleSetStatus,
     RuleSetVersion,
@@ -44,6 +71,12 @@ WITHDRAWN_STATUSES = {EntryStatus.VOID, EntryStatus.DELETED}
 CHUNK = 500
 LOOKUP_CHUNK = 2000  # entry uids or ids per SELECT ... IN (...)
 WRITE_CHUNK = 1000  # rows per bulk INSERT or UPDATE
+COUNTED = (EntryState.READY, EntryState.IN_REVIEW, EntryState.HELD, EntryState.INVOICED, EntryState.CONFLICT)
+REJUDGED = (EntryState.READY, EntryState.IN_REVIEW, EntryState.HELD)
+AGGREGATE_TYPES = sorted(name for name, rule_type in REGISTRY.items() if rule_type.aggregate)
+
+Day = tuple[str, dt.date]  # a timekeeper, keyed as the aggregate rules key them, and a work date
+Change = tuple[Day, str, str]  # a day, an entry uid, and what happened to the entry there (for the audit)
 
 
 @dataclass(frozen=True)
@@ -55,6 +88,9 @@ class CircuitBreaker:
 
     def trips(self, checked: int, flagged: int) -> bool:
         return checked >= self.minimum and flagged > self.share * checked
+
+
+NEVER_TRIPS = CircuitBreaker(share=1.0, minimum=1 << 62)  # judging stored entries again: no batch to hold
 
 
 @dataclass
@@ -71,6 +107,7 @@ class IngestResult:
     in_review: int = 0
     held: int = 0
     held_rulesets: list[dict[str, Any]] = field(default_factory=list)
+    rejudged: int = 0  # stored entries judged again because the batch changed their day
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -84,13 +121,29 @@ def source_version(entry: Entry, record: dict[str, Any]) -> str:
     return "sha256:" + hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
+def _timekeeper_key(entry: Entry) -> str | None:
+    """The timekeeper as the aggregate rules group entries (``timekeeper_days``) and the store keys them."""
+    return entry.timekeeper_source_id or entry.timekeeper_ledes_id or entry.timekeeper_name
+
+
+def _day(entry: Entry) -> Day | None:
+    """The day whose aggregate findings ``entry`` takes part in: time entries only (nothing else is counted)."""
+    key = _timekeeper_key(entry)
+    return (key, entry.work_date) if key is not None and entry.entry_kind is EntryKind.TIME else None
+
+
+def _stored_day(key: str | None, work_date: dt.date) -> Day | None:
+    """A stored row's day, from its columns: the day a changed or withdrawn entry leaves."""
+    return (key, work_date) if key is not None else None
+
+
 def _columns(entry: Entry, record: dict[str, Any], version: str) -> dict[str, Any]:
     return {
         "source_system": entry.source_system, "source_tenant": entry.source_tenant, "source_id": entry.source_id,
         "source_line_id": entry.source_line_id, "source_version": version, "entry_kind": entry.entry_kind.value,
         "ledes_client_id": entry.ledes_client_id, "client_source_id": entry.client_source_id,
         "law_firm_matter_id": entry.law_firm_matter_id, "client_matter_id": entry.client_matter_id,
-        "timekeeper_key": entry.timekeeper_source_id or entry.timekeeper_ledes_id or entry.timekeeper_name,
+        "timekeeper_key": _timekeeper_key(entry),
         "timekeeper_name": entry.timekeeper_name, "work_date": entry.work_date, "hours_billed": entry.hours_billed,
         "rate": entry.rate, "amount": entry.amount, "record": record,
     }
@@ -106,7 +159,8 @@ def ingest(
     backend: str | None = "auto",
     breaker: CircuitBreaker | None = None,
 ) -> IngestResult:
-    """Upsert ``entries`` and evaluate what changed. Runs inside the caller's transaction."""
+    """Upsert ``entries`` and evaluate what changed, with the stored entries of their days; judge those
+    again whose findings the batch changes. Runs inside the caller's transaction."""
     now = dt.datetime.now(dt.UTC)
     ctx = context or EvaluationContext(as_of=now.date())
     breaker = breaker or CircuitBreaker()
@@ -164,13 +218,18 @@ def ingest(
     updated = {p.id: p for p in touched if p.action == "updated"}
     ids = list(updated)
     for start in range(0, len(ids), LOOKUP_CHUNK):
-        for entry_id, stored in session.execute(select(EntryRow.id, EntryRow.record)
-                                                .where(EntryRow.id.in_(ids[start:start + LOOKUP_CHUNK]))):
+        for entry_id, stored, key, work_date in session.execute(
+                select(EntryRow.id, EntryRow.record, EntryRow.timekeeper_key, EntryRow.work_date)
+                .where(EntryRow.id.in_(ids[start:start + LOOKUP_CHUNK]))):
             updated[entry_id].before["record"] = stored  # type: ignore[index]
+            updated[entry_id].stored_day = _stored_day(key, work_date)
 
     # Judge before writing anything, so that each entry row is written once, with its state.
     changed = [p for p in touched if p.action != "conflict" and not p.withdrawn]
-    judgements, flags = _judge(session, [p.entry for p in changed], ctx, backend, breaker, result)
+    days = _days(session, [(p.id, p.entry) for p in changed], lambda: _changes(touched),
+                 skip={p.id for p in touched if p.action != "conflict" and p.id is not None})
+    versions = _versions(session) if days.entries else []
+    judgements, flags, found = _judge(versions, days.entries, days.judged, ctx, backend, breaker, result)
     _settle(changed, flags, result)
 
     write = _Writer(session, now)
@@ -188,10 +247,10 @@ def ingest(
             pending.record = None  # not needed any more
         for pending, entry_id in zip(chunk, write.insert(_ENTRIES, rows), strict=True):
             pending.id = entry_id
-    changes = list(updated.values())
-    for start in range(0, len(changes), WRITE_CHUNK):
+    updates = list(updated.values())
+    for start in range(0, len(updates), WRITE_CHUNK):
         rows = []
-        for pending in changes[start:start + WRITE_CHUNK]:
+        for pending in updates[start:start + WRITE_CHUNK]:
             columns = _columns(pending.entry, pending.record, pending.source_version)  # type: ignore[arg-type]
             # A new source version replaces whatever a reviewer adjusted: the adjusted-from record goes too.
             columns.update(id=pending.id, state=pending.state, worst_severity=pending.worst_severity,
@@ -225,12 +284,24 @@ def ingest(
             actions = []
     if actions:
         session.execute(_INSERT_ACTIONS, actions)
+    _rejudge(session, versions, days, found, ctx, backend, batch.id, write, actor, now, result)
     for key in ("created", "updated", "unchanged", "withdrawn", "conflicts"):
         setattr(batch, key, getattr(result, key))
     batch.held_rulesets = result.held_rulesets
     session.flush()
     restore_plans()
     return result
+
+
+def _changes(touched: Iterable[_Pending]) -> Iterator[Change]:
+    """The days a batch changes and how: an entry joins its day, and a changed or withdrawn one leaves its
+    stored day. A conflict keeps the record that was billed, so its day does not change."""
+    for p in touched:
+        if p.action != "conflict":
+            if p.stored_day is not None:
+                yield p.stored_day, p.entry.entry_uid, "withdrawn" if p.withdrawn else p.action
+            if not p.withdrawn and (day := _day(p.entry)) is not None:
+                yield day, p.entry.entry_uid, p.action
 
 
 def _custom_plans(session: Session) -> Callable[[], None]:
@@ -264,6 +335,7 @@ class _Pending:
     state: str | None
     worst_severity: str | None = None
     withdrawn: bool = False
+    stored_day: Day | None = None  # the stored row's day (a changed or withdrawn entry leaves it)
 
 
 class _AsIs(TypeDecorator[Any]):
@@ -424,15 +496,6 @@ def supersede(session: Session, entry_ids: Sequence[int]) -> None:
                         .values(current=False))
 
 
-def _decide(session: Session, changed: Sequence[tuple[EntryRow, Entry]], batch: IngestBatch | None,
-            ctx: EvaluationContext, backend: str | None, breaker: CircuitBreaker, result: IngestResult,
-            now: dt.datetime) -> None:
-    """Evaluate, record, and move each entry to ready, in review or held."""
-    flags = _evaluate_changed(session, changed, batch, ctx, backend, breaker, result, now)
-    _settle([row for row, _entry in changed], [flags.get(row.id, (False, False, None)) for row, _entry in changed],
-            result)
-
-
 def _settle(rows: Sequence[Any], flags: Sequence[tuple[bool, bool, str | None]], result: IngestResult) -> None:
     """Set each row's state and worst severity from its flags (position by position), and count them."""
     for row, (flagged, held, worst) in zip(rows, flags, strict=True):
@@ -448,103 +511,395 @@ def _settle(rows: Sequence[Any], flags: Sequence[tuple[bool, bool, str | None]],
 
 
 def reevaluate(session: Session, rows: Sequence[EntryRow], *, context: EvaluationContext | None = None,
-               backend: str | None = "auto") -> IngestResult:
-    """Judge stored entries again (after a reviewer's edit, or a new rule set version); no circuit breaker."""
+               backend: str | None = "auto", actor: str = "system:rejudge") -> IngestResult:
+    """Judge stored entries again (after a reviewer's edit, or a new rule set version); no circuit breaker.
+    Like arriving entries, they are judged with the stored entries of their days, and the stored entries
+    whose findings they change are judged again too."""
     now = dt.datetime.now(dt.UTC)
     ctx = context or EvaluationContext(as_of=now.date())
     result = IngestResult(batch_id=0, received=len(rows))
+    entries = [Entry.model_validate(row.record) for row in rows]
+    changes: list[Change] = []
+    for row, entry in zip(rows, entries, strict=True):
+        left, joined = _stored_day(row.timekeeper_key, row.work_date), _day(entry)
+        changes += [(day, row.entry_uid, "changed") for day in {left, joined} if day is not None]
+    days = _days(session, [(row.id, entry) for row, entry in zip(rows, entries, strict=True)], lambda: changes,
+                 skip={row.id for row in rows})
+    versions = _versions(session) if days.entries else []
+    judgements, flags, found = _judge(versions, days.entries, days.judged, ctx, backend, NEVER_TRIPS, result)
+    write = _Writer(session, now)
     supersede(session, [row.id for row in rows])
-    pairs = [(row, Entry.model_validate(row.record)) for row in rows]
-    _decide(session, pairs, None, ctx, backend, CircuitBreaker(share=1.0, minimum=1 << 62), result, now)
+    _record(session, rows, judgements, None, write)
+    _settle(rows, flags, result)
+    _rejudge(session, versions, days, found, ctx, backend, None, write, actor, now, result)
     session.flush()
     return result
 
 
-def _evaluate_changed(session: Session, changed: Sequence[tuple[EntryRow, Entry]], batch: IngestBatch | None,
-                      ctx: EvaluationContext, backend: str | None, breaker: CircuitBreaker,
-                      result: IngestResult, now: dt.datetime) -> dict[int, tuple[bool, bool, str | None]]:
-    """Evaluate changed entries with every applicable version; per entry: (flagged, held, worst severity)."""
-    rows = [row for row, _entry in changed]
-    judgements, flags = _judge(session, [entry for _row, entry in changed], ctx, backend, breaker, result)
-    _record(session, rows, judgements, batch.id if batch is not None else None, _Writer(session, now))
-    return {row.id: flag for row, flag in zip(rows, flags, strict=True)}
+def rejudge_days(session: Session, rows: Sequence[EntryRow], *, actor: str,
+                 context: EvaluationContext | None = None, backend: str | None = "auto") -> IngestResult:
+    """Judge again, where their findings change, the stored entries of the days of ``rows``: entries whose
+    state changed but not their content (a reviewer rejected them, so their hours stop counting)."""
+    now = dt.datetime.now(dt.UTC)
+    ctx = context or EvaluationContext(as_of=now.date())
+    result = IngestResult(batch_id=0, received=len(rows))
+    changes: list[Change] = [(day, row.entry_uid, str(row.state)) for row in rows
+                             if (day := _stored_day(row.timekeeper_key, row.work_date)) is not None]
+    days = _days(session, [], lambda: changes, skip=())
+    versions = _versions(session) if days.entries else []
+    _, _, found = _judge(versions, days.entries, [], ctx, backend, NEVER_TRIPS, result)
+    _rejudge(session, versions, days, found, ctx, backend, None, _Writer(session, now), actor, now, result)
+    session.flush()
+    return result
+
+
+def _versions(session: Session) -> list[tuple[RuleSetVersion, RuleSet]]:
+    """The active and shadow versions with their rule sets."""
+    return [(version, load_version(version)) for version in active_versions(session)]
+
+
+# Judging --------------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class _Finding:
+    """A current violation of an entry, as two judgements of it are compared and as its trail shows it.
+
+    An aggregate finding is the same only with the same message, evidence and group (as a set), which change
+    with the day's entries. A per-entry finding is the same when its rule is: its evidence depends only on
+    the entry, which has not changed, and on the date of judging.
+    """
+
+    ruleset_id: str
+    rule_id: str
+    status: str  # as recorded: active, or shadow (a shadow rule, or any rule of a shadow version)
+    severity: str
+    group: str | None  # aggregate rules: the message, the evidence and the contributing entries, as JSON
+    message: str = field(compare=False)
+
+    @staticmethod
+    def of(v: Violation, enforcing: bool) -> _Finding:
+        group = _group_text(v.message, [ev.as_dict() for ev in v.evidence], v.contributing) if v.contributing else None
+        return _Finding(v.ruleset_id, v.rule_id, v.rule_status if enforcing else "shadow", v.severity, group,
+                        v.message)
+
+    @staticmethod
+    def stored(row: Row[Any]) -> _Finding:
+        group = _group_text(row.message, row.evidence, row.contributing) if row.contributing else None
+        return _Finding(row.ruleset_id, row.rule_id, row.rule_status, row.severity, group, row.message)
+
+    def shown(self) -> dict[str, str]:
+        """As ``review.approve`` lists the findings it overrides."""
+        return {"rule_id": self.rule_id, "severity": self.severity, "message": self.message}
+
+
+def _group_text(message: str, evidence: list[dict[str, Any]], contributing: list[str]) -> str:
+    return json.dumps([message, evidence, sorted(contributing)], sort_keys=True)
+
+
+def _active(findings: Iterable[_Finding]) -> set[_Finding]:
+    return {f for f in findings if f.status == "active"}
+
+
+@dataclass(slots=True, eq=False)
+class _Neighbour:
+    """A stored entry on a day being judged, in a state whose hours count. Judging it again reads and sets
+    what it would of an EntryRow: id, version, source_version, state and worst_severity."""
+
+    id: int
+    entry: Entry
+    state: EntryState
+    version: int
+    source_version: str
+    worst_severity: str | None
+    day: Day
+    aggregates: set[_Finding] | None  # its current aggregate findings; None if never judged again (billed)
+    position: int = -1  # in the day's entries (``_Days.entries``)
+
+
+@dataclass(slots=True)
+class _Days:
+    """The days a batch changes: their entries in the order the aggregate rules see them, the position of each
+    entry being judged among them (in batch order), their stored neighbours, and what changed each day."""
+
+    entries: list[Entry]
+    judged: Sequence[int]
+    neighbours: list[_Neighbour]
+    changes: list[Change]  # on the neighbours' days
+
+
+def _days(session: Session, arrivals: Sequence[tuple[int | None, Entry]],
+          changes: Callable[[], Iterable[Change]], skip: Container[int]) -> _Days:
+    """The entries of the days ``changes()`` names: ``arrivals`` (the entries being judged, with their ids if
+    stored) and the stored neighbours (but the ids in ``skip``: being judged or withdrawn). Stored entries
+    come first, by id (the order they were first stored in), then new ones in batch order. ``changes`` is
+    called again only for the days with neighbours, so a first load keeps no record of them."""
+    neighbours = _neighbours(session, {day for day, _, _ in changes()}, skip)
+    if not neighbours and all(entry_id is None for entry_id, _ in arrivals):  # a first load: nothing to order
+        return _Days([entry for _, entry in arrivals], range(len(arrivals)), [], [])
+    visited = {n.day for n in neighbours}
+    kept = [change for change in changes() if change[0] in visited]  # what a neighbour's trail may name
+    members: list[tuple[tuple[int, int], _Neighbour | int]] = [((0, n.id), n) for n in neighbours]
+    members += [((1, k) if entry_id is None else (0, entry_id), k) for k, (entry_id, _) in enumerate(arrivals)]
+    members.sort(key=itemgetter(0))
+    entries: list[Entry] = []
+    judged = [0] * len(arrivals)
+    for position, (_, member) in enumerate(members):
+        if isinstance(member, _Neighbour):
+            member.position = position
+            entries.append(member.entry)
+        else:
+            judged[member] = position
+            entries.append(arrivals[member][1])
+    return _Days(entries, judged, neighbours, kept)
+
+
+def _neighbours(session: Session, days: Collection[Day], skip: Container[int]) -> list[_Neighbour]:
+    """The stored time entries on ``days`` whose hours count, but the ids in ``skip``, by id, with their
+    records and, for those that may be judged again, their current aggregate findings. A few queries per
+    batch."""
+    rows: dict[int, Row[Any]] = {}
+    for on_days in _on_days(days):
+        for row in session.execute(
+                select(EntryRow.id, EntryRow.entry_kind, EntryRow.state, EntryRow.version, EntryRow.source_version,
+                       EntryRow.worst_severity, EntryRow.timekeeper_key, EntryRow.work_date).where(on_days)):
+            if row.entry_kind == EntryKind.TIME.value and row.state in COUNTED and row.id not in skip:
+                rows[row.id] = row
+    if not rows:
+        return []
+    ids = sorted(rows)
+    records: dict[int, dict[str, Any]] = {}
+    for chunk in _chunks(ids, LOOKUP_CHUNK):
+        for entry_id, record in session.execute(select(EntryRow.id, EntryRow.record).where(EntryRow.id.in_(chunk))):
+            records[entry_id] = record
+    neighbours = []
+    for entry_id in ids:
+        row = rows[entry_id]
+        neighbours.append(_Neighbour(entry_id, Entry.model_validate(records.pop(entry_id)), EntryState(row.state),
+                                     row.version, row.source_version, row.worst_severity,
+                                     (row.timekeeper_key, row.work_date), set() if row.state in REJUDGED else None))
+    judgeable = {n.id: n.aggregates for n in neighbours if n.aggregates is not None}
+    for entry_id, findings in _findings(session, list(judgeable), aggregates_only=True).items():
+        judgeable[entry_id].update(findings)  # type: ignore[union-attr]
+    return neighbours
+
+
+def _findings(session: Session, ids: Sequence[int], *, aggregates_only: bool = False) -> dict[int, list[_Finding]]:
+    """The current findings of the entries ``ids`` (of the aggregate rules only, if so asked)."""
+    query = select(ViolationRow.entry_id, ViolationRow.ruleset_id, ViolationRow.rule_id, ViolationRow.rule_status,
+                   ViolationRow.severity, ViolationRow.message, ViolationRow.evidence, ViolationRow.contributing
+                   ).where(ViolationRow.current.is_(True))
+    if aggregates_only:
+        query = query.where(ViolationRow.rule_type.in_(AGGREGATE_TYPES))
+    found: dict[int, list[_Finding]] = {}
+    for chunk in _chunks(ids, LOOKUP_CHUNK):
+        for row in session.execute(query.where(ViolationRow.entry_id.in_(chunk))):
+            found.setdefault(row.entry_id, []).append(_Finding.stored(row))
+    return found
+
+
+def _on_days(days: Collection[Day]) -> Iterator[ColumnElement[bool]]:
+    """WHERE clauses for the entries on ``days``, LOOKUP_CHUNK days each, in the form
+    ``(work_date = d AND timekeeper_key IN (...)) OR ...``: both databases search ix_entries_timekeeper_date
+    with it, while SQLite scans the whole index for a row-value ``(timekeeper_key, work_date) IN (...)``."""
+    by_date: dict[dt.date, list[str]] = {}
+    for key, work_date in days:
+        by_date.setdefault(work_date, []).append(key)
+    terms: list[ColumnElement[bool]] = []
+    size = 0
+    for work_date, keys in sorted(by_date.items()):
+        while keys:
+            part, keys = keys[:LOOKUP_CHUNK - size], keys[LOOKUP_CHUNK - size:]
+            terms.append(and_(EntryRow.work_date == work_date, EntryRow.timekeeper_key.in_(part)))
+            size += len(part)
+            if size == LOOKUP_CHUNK:
+                yield or_(*terms)
+                terms, size = [], 0
+    if terms:
+        yield or_(*terms)
+
+
+def _chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start:start + size]
 
 
 @dataclass(slots=True)
 class _Judgement:
-    """What one rule set version found in a batch. Positions index the batch's changed entries."""
+    """What one rule set version found among the entries judged together. Positions index those entries."""
 
     version: RuleSetVersion
     enforcing: bool
-    held: bool
     subset: list[int]  # positions of the entries the version applies to
-    flagged: set[int]  # indexes into ``subset``
-    found: dict[int, list[Violation]]  # index into ``subset`` -> the entry's violations
+    flagged: set[int]
+    held: set[int]  # flagged, and held back for a rule author
+    found: dict[int, list[Violation]]  # position -> the entry's violations
 
 
-def _judge(session: Session, entries: Sequence[Entry], ctx: EvaluationContext, backend: str | None,
-           breaker: CircuitBreaker, result: IngestResult,
-           ) -> tuple[list[_Judgement], list[tuple[bool, bool, str | None]]]:
-    """Evaluate the entries with every applicable version, writing nothing; per entry, by position:
-    (flagged, held, worst severity)."""
-    flags: list[tuple[bool, bool, str | None]] = [(False, False, None)] * len(entries)
+def _judge(versions: Sequence[tuple[RuleSetVersion, RuleSet]], entries: Sequence[Entry], judged: Sequence[int],
+           ctx: EvaluationContext, backend: str | None, breaker: CircuitBreaker, result: IngestResult,
+           held_by: Sequence[Collection[int]] | None = None,
+           ) -> tuple[list[_Judgement], list[tuple[bool, bool, str | None]], dict[int, set[_Finding]]]:
+    """Evaluate the entries at positions ``judged`` with every applicable version, writing nothing; the others
+    (stored neighbours) count in the aggregate rules only.
+
+    Returns the judgements, whose positions index ``judged``; per judged entry, (flagged, held, worst
+    severity); and the others' aggregate findings, by position in ``entries``. A judged entry is held when the
+    circuit breaker trips on a version that flags it or, given ``held_by`` (per judged entry, the ids of the
+    versions that held it before), when such a version still flags it.
+    """
+    flags: list[tuple[bool, bool, str | None]] = [(False, False, None)] * len(judged)
     judgements: list[_Judgement] = []
-    if not entries:
-        return judgements, flags
-    for version in active_versions(session):
-        ruleset = load_version(version)
-        subset = [i for i, entry in enumerate(entries) if ruleset.applies_to(entry)]
-        if not subset:
+    others: dict[int, set[_Finding]] = {}
+    everyone = len(judged) == len(entries)  # no neighbours (the arrivals may still be in another order)
+    at = None if judged == range(len(entries)) else {position: k for k, position in enumerate(judged)}
+    for version, ruleset in versions:
+        subset = [k for k, position in enumerate(judged) if ruleset.applies_to(entries[position])]
+        if not subset and (everyone or not any(map(ruleset.applies_to, entries))):
             continue
-        violations = evaluate([entries[i] for i in subset], ruleset, context=ctx, backend=backend)
+        violations = evaluate(entries, ruleset, context=ctx, backend=backend, judge=None if everyone else judged)
         enforcing = version.status == RuleSetStatus.ACTIVE
         found: dict[int, list[Violation]] = {}
         for v in violations:
-            found.setdefault(v.entry_index, []).append(v)
-        flagged = {i for i, vs in found.items() if enforcing and any(v.rule_status == "active" for v in vs)}
-        held = enforcing and breaker.trips(len(subset), len(flagged))
-        if held:
+            k = v.entry_index if at is None else at.get(v.entry_index)
+            if k is None:
+                others.setdefault(v.entry_index, set()).add(_Finding.of(v, enforcing))
+            else:
+                found.setdefault(k, []).append(v)
+        flagged = {k for k, vs in found.items() if enforcing and any(v.rule_status == "active" for v in vs)}
+        if held_by is not None:
+            held = {k for k in flagged if version.id in held_by[k]}
+        elif enforcing and breaker.trips(len(subset), len(flagged)):
+            held = flagged
             result.held_rulesets.append({"ruleset_id": version.ruleset_id, "revision": version.revision,
                                          "checked": len(subset), "flagged": len(flagged)})
-        for i, vs in found.items():  # an entry without violations keeps its flags
-            position = subset[i]
-            flagged_before, held_before, worst = flags[position]
+        else:
+            held = set()
+        for k, vs in found.items():  # an entry without violations keeps its flags
+            flagged_before, held_before, worst = flags[k]
             if enforcing:
                 for v in vs:
                     if v.rule_status == "active" and (
                             worst is None or SEVERITY_ORDER[v.severity] > SEVERITY_ORDER[worst]):
                         worst = v.severity
-            is_flagged = i in flagged
-            flags[position] = (flagged_before or is_flagged, held_before or (held and is_flagged), worst)
-        judgements.append(_Judgement(version, enforcing, held, subset, flagged, found))
-    return judgements, flags
+            flags[k] = (flagged_before or k in flagged, held_before or k in held, worst)
+        judgements.append(_Judgement(version, enforcing, subset, flagged, held, found))
+    return judgements, flags, others
+
+
+def _rejudge(session: Session, versions: Sequence[tuple[RuleSetVersion, RuleSet]], days: _Days,
+             found: dict[int, set[_Finding]], ctx: EvaluationContext, backend: str | None, batch_id: int | None,
+             write: _Writer, actor: str, now: dt.datetime, result: IngestResult) -> None:
+    """Judge again the neighbours whose aggregate findings with the batch (``found``, by position) differ from
+    their current ones, and write it: decisions, state, version, and a ``rejudged`` action saying why."""
+    changed = [n for n in days.neighbours if n.aggregates is not None and n.aggregates != found.get(n.position, set())]
+    if not changed:
+        return
+    current = _findings(session, [n.id for n in changed])
+    # With every entry of their days and no others, in the same order: the same groups, fully judged.
+    wanted = {n.day for n in changed}
+    positions = sorted({position for position, entry in enumerate(days.entries) if _day(entry) in wanted}
+                       | {n.position for n in changed})  # (a row's columns normally agree with its record)
+    at = {position: k for k, position in enumerate(positions)}
+    held_by = _held_by(session, [n.id for n in changed if n.state is EntryState.HELD])
+    judgements, flags, _ = _judge(versions, [days.entries[position] for position in positions],
+                                  [at[n.position] for n in changed], ctx, backend, NEVER_TRIPS, result,
+                                  [held_by.get(n.id, ()) for n in changed])
+    findings: list[list[_Finding]] = [[] for _ in changed]
+    for judgement in judgements:
+        for k, vs in judgement.found.items():
+            findings[k].extend(_Finding.of(v, judgement.enforcing) for v in vs)
+    refused = _refused(session, [n.id for n, (flagged, _, _) in zip(changed, flags, strict=True)
+                                 if n.state is EntryState.IN_REVIEW and not flagged])
+    causes: dict[Day, dict[str, str]] = {}
+    for day, uid, what in days.changes:
+        if day in wanted:
+            causes.setdefault(day, {})[uid] = what
+    rows, actions = [], []
+    for n, (flagged, held, worst), after in zip(changed, flags, findings, strict=True):
+        had = _active(current.get(n.id, ()))
+        before = {"state": str(n.state), "version": n.version, "worst_severity": n.worst_severity,
+                  "findings": [f.shown() for f in _sorted(had)]}
+        rules = sorted({f.rule_id for f in n.aggregates ^ found.get(n.position, set())})  # type: ignore[operator]
+        cause = causes[n.day]
+        happened = ", ".join(f"{uid} was {what}" for uid, what in cause.items())
+        n.state = _next_state(n.state, flagged, held, _active(after) <= had, n.id in refused)
+        n.version += 1
+        n.worst_severity = worst
+        rows.append({"id": n.id, "state": n.state, "worst_severity": worst, "version": n.version, "updated_at": now})
+        actions.append({
+            "entry_id": n.id, "action": "rejudged", "actor": actor, "now": write.now,
+            "reason": f"{', '.join(rules)} changed when {happened}",
+            "before_json": write(before),
+            "after_json": write({"state": str(n.state), "version": n.version, "worst_severity": worst,
+                                 "findings": [f.shown() for f in _sorted(_active(after))], "rules": rules,
+                                 "cause": [{"entry_uid": uid, "action": what} for uid, what in cause.items()]})})
+    supersede(session, [n.id for n in changed])
+    _record(session, changed, judgements, batch_id, write)
+    for chunk in _chunks(rows, WRITE_CHUNK):
+        session.execute(update(EntryRow), chunk)  # by primary key; synchronises rows loaded in the session
+    for chunk in _chunks(actions, WRITE_CHUNK):
+        session.execute(_INSERT_ACTIONS, chunk)
+    result.rejudged += len(changed)
+
+
+def _next_state(state: EntryState, flagged: bool, held: bool, seen: bool, refused: bool) -> EntryState:
+    """Where a neighbour judged again goes from ``state`` (the rules are in the module's docstring). ``seen``:
+    each of its active findings is one it had (a ready entry's approval covers those)."""
+    if held:
+        return EntryState.HELD
+    if flagged:
+        return EntryState.READY if state is EntryState.READY and seen else EntryState.IN_REVIEW
+    return EntryState.IN_REVIEW if refused else EntryState.READY
+
+
+def _sorted(findings: Iterable[_Finding]) -> list[_Finding]:
+    return sorted(findings, key=lambda f: (f.ruleset_id, f.rule_id, f.message))
+
+
+def _held_by(session: Session, ids: Sequence[int]) -> dict[int, set[int]]:
+    """Per held entry, the versions that hold it (its current evaluations marked held)."""
+    held: dict[int, set[int]] = {}
+    for chunk in _chunks(ids, LOOKUP_CHUNK):
+        for entry_id, version_id in session.execute(
+                select(Evaluation.entry_id, Evaluation.ruleset_version_id)
+                .where(Evaluation.entry_id.in_(chunk), Evaluation.current.is_(True), Evaluation.held.is_(True))):
+            held.setdefault(entry_id, set()).add(version_id)
+    return held
+
+
+def _refused(session: Session, ids: Sequence[int]) -> set[int]:
+    """Those of ``ids`` with a portal rejection no reviewer has resolved yet."""
+    refused: set[int] = set()
+    for chunk in _chunks(ids, LOOKUP_CHUNK):
+        refused.update(session.scalars(select(PortalRejection.entry_id).where(
+            PortalRejection.entry_id.in_(chunk), PortalRejection.resolved_at.is_(None))))
+    return refused
 
 
 def _record(session: Session, rows: Sequence[Any], judgements: Sequence[_Judgement], batch_id: int | None,
             write: _Writer) -> None:
-    """Write the decision log: one evaluation per entry and version, one row per violation."""
+    """Write the decision log: one evaluation per entry and version, one row per violation. ``rows`` are the
+    entries judged, at the judgements' positions."""
     for judgement in judgements:
-        version_id, enforcing, held = judgement.version.id, judgement.enforcing, judgement.held
-        subset, flagged, found = judgement.subset, judgement.flagged, judgement.found
-        for start in range(0, len(subset), WRITE_CHUNK):
-            indexes = range(start, min(start + WRITE_CHUNK, len(subset)))
+        version_id, enforcing = judgement.version.id, judgement.enforcing
+        flagged, held, found = judgement.flagged, judgement.held, judgement.found
+        for chunk in _chunks(judgement.subset, WRITE_CHUNK):
             evaluations = []
-            for i in indexes:
-                row = rows[subset[i]]
-                is_flagged = i in flagged
+            for k in chunk:
+                row = rows[k]
                 evaluations.append({"entry_id": row.id, "entry_version": row.version,
                                     "source_version": row.source_version, "ruleset_version_id": version_id,
-                                    "now": write.now, "batch_id": batch_id, "flagged": is_flagged,
-                                    "held": held and is_flagged, "current": True})
-            if not any(i in found for i in indexes):
+                                    "now": write.now, "batch_id": batch_id, "flagged": k in flagged,
+                                    "held": k in held, "current": True})
+            if not any(k in found for k in chunk):
                 session.execute(_INSERT_EVALUATIONS, evaluations)
                 continue
             evaluation_ids = {row["entry_id"]: evaluation_id for row, evaluation_id in
                               zip(evaluations, write.insert(_EVALUATIONS, evaluations), strict=True)}
             violations = []
-            for i in indexes:
-                entry_id = rows[subset[i]].id
-                for v in found.get(i, ()):
+            for k in chunk:
+                entry_id = rows[k].id
+                for v in found.get(k, ()):
                     violations.append({
                         "evaluation_id": evaluation_ids[entry_id], "entry_id": entry_id, "ruleset_id": v.ruleset_id,
                         "ruleset_revision": v.ruleset_revision, "rule_id": v.rule_id, "rule_type": v.rule_type,
