@@ -631,8 +631,8 @@ def _days(session: Session, arrivals: Sequence[tuple[int | None, Entry]],
           changes: Callable[[], Iterable[Change]], skip: Container[int]) -> _Days:
     """The entries of the days ``changes()`` names: ``arrivals`` (the entries being judged, with their ids if
     stored) and the stored neighbours (but the ids in ``skip``: being judged or withdrawn). Stored entries
-    come first, by id (the order they were first stored in), then new ones in batch order. ``changes`` is
-    called again only for the days with neighbours, so a first load keeps no record of them."""
+    come first, by id (the order they were first stored in), then new ones in batch order. ``changes`` is a
+    function, so that a first load never holds them all: only those on the neighbours' days are kept."""
     neighbours = _neighbours(session, {day for day, _, _ in changes()}, skip)
     if not neighbours and all(entry_id is None for entry_id, _ in arrivals):  # a first load: nothing to order
         return _Days([entry for _, entry in arrivals], range(len(arrivals)), [], [])
