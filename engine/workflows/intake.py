@@ -146,7 +146,16 @@ def _columns(entry: Entry, record: dict[str, Any], version: str) -> dict[str, An
         "timekeeper_key": _timekeeper_key(entry),
         "timekeeper_name": entry.timekeeper_name, "work_date": entry.work_date, "hours_billed": entry.hours_billed,
         "rate": entry.rate, "amount": entry.amount, "record": record,
+        "data_quality_flags": entry.data_quality_flags or None,
     }
+
+
+def replace_record(row: EntryRow, record: dict[str, Any]) -> None:
+    """Put a new source version's canonical record on a stored row, with the columns that come from it (the
+    queue, invoices and the neighbour lookup read those)."""
+    entry = Entry.model_validate(record)
+    for key, value in _columns(entry, record, source_version(entry, record)).items():
+        setattr(row, key, value)
 
 
 def ingest(
@@ -337,6 +346,10 @@ class _Pending:
     withdrawn: bool = False
     stored_day: Day | None = None  # the stored row's day (a changed or withdrawn entry leaves it)
 
+    @property
+    def data_quality_flags(self) -> list[str]:
+        return self.entry.data_quality_flags
+
 
 class _AsIs(TypeDecorator[Any]):
     """A value its column's type has processed already (see ``_Writer``), bound as it is. The column's type
@@ -497,10 +510,13 @@ def supersede(session: Session, entry_ids: Sequence[int]) -> None:
 
 
 def _settle(rows: Sequence[Any], flags: Sequence[tuple[bool, bool, str | None]], result: IngestResult) -> None:
-    """Set each row's state and worst severity from its flags (position by position), and count them."""
+    """Set each row's state and worst severity from its flags (position by position), and count them. An entry
+    with data-quality flags (what its source could not give: a redacted quantity, an unknown timekeeper) is
+    reviewed whatever the rules say, as an error: it is never billed on a silent default."""
     for row, (flagged, held, worst) in zip(rows, flags, strict=True):
-        row.state = EntryState.HELD if held else EntryState.IN_REVIEW if flagged else EntryState.READY
-        row.worst_severity = worst
+        unmapped = bool(row.data_quality_flags)
+        row.state = EntryState.HELD if held else EntryState.IN_REVIEW if flagged or unmapped else EntryState.READY
+        row.worst_severity = "error" if unmapped else worst
         if row.state is EntryState.READY:
             result.ready += 1
         elif row.state is EntryState.HELD:
@@ -822,8 +838,10 @@ def _rejudge(session: Session, versions: Sequence[tuple[RuleSetVersion, RuleSet]
         rules = sorted({f.rule_id for f in n.aggregates ^ found.get(n.position, set())})  # type: ignore[operator]
         cause = causes[n.day]
         happened = ", ".join(f"{uid} was {what}" for uid, what in cause.items())
-        n.state = _next_state(n.state, flagged, held, _active(after) <= had, n.id in refused)
+        unmapped = bool(n.entry.data_quality_flags)
+        n.state = _next_state(n.state, flagged, held, _active(after) <= had, n.id in refused or unmapped)
         n.version += 1
+        worst = "error" if unmapped else worst
         n.worst_severity = worst
         rows.append({"id": n.id, "state": n.state, "worst_severity": worst, "version": n.version, "updated_at": now})
         actions.append({

@@ -30,7 +30,7 @@ from engine.store.models import (
     ViolationRow,
 )
 from engine.workflows.billing.rejections import open_portal_rejections, resolve_portal_rejections
-from engine.workflows.intake import reevaluate
+from engine.workflows.intake import reevaluate, rejudge_days
 
 ADJUSTABLE = ("rate", "hours_billed", "narrative", "utbms_task_code", "utbms_activity_code", "utbms_expense_code")
 CENT = Decimal("0.01")
@@ -117,6 +117,9 @@ def approve(session: Session, entry_id: int, *, expected_version: int, actor: st
         raise ReasonRequired("approving an entry with error-severity findings needs a reason")
     if refused and not (reason and reason.strip()):
         raise ReasonRequired("approving an entry the client's portal rejected needs a reason")
+    if row.data_quality_flags and not (reason and reason.strip()):
+        raise ReasonRequired(f"approving an entry whose source data could not be mapped "
+                             f"({', '.join(row.data_quality_flags)}) needs a reason")
     before = {**_snapshot(row), "version": expected_version,
               "overridden": [{"rule_id": v.rule_id, "severity": v.severity, "message": v.message}
                              for v in open_findings]}
@@ -135,7 +138,8 @@ def approve(session: Session, entry_id: int, *, expected_version: int, actor: st
     return Outcome(row.id, "approve", str(row.state), row.version)
 
 
-def reject(session: Session, entry_id: int, *, expected_version: int, actor: str, reason: str | None) -> Outcome:
+def reject(session: Session, entry_id: int, *, expected_version: int, actor: str, reason: str | None,
+           context: EvaluationContext | None = None) -> Outcome:
     """Exclude the entry from billing."""
     row = _claim(session, entry_id, expected_version)
     if row.state not in REVIEW_STATES:
@@ -146,6 +150,7 @@ def reject(session: Session, entry_id: int, *, expected_version: int, actor: str
     row.updated_at = dt.datetime.now(dt.UTC)
     _audit(session, row, "reject", actor, reason, before, _snapshot(row))
     session.flush()
+    rejudge_days(session, [row], actor=actor, context=context)  # its hours stop counting toward its day
     return Outcome(row.id, "reject", str(row.state), row.version)
 
 
@@ -182,7 +187,7 @@ def adjust(session: Session, entry_id: int, *, expected_version: int, actor: str
     row.record = entry_record(new)
     row.rate, row.hours_billed, row.amount = new.rate, new.hours_billed, new.amount
     row.updated_at = dt.datetime.now(dt.UTC)
-    reevaluate(session, [row], context=context)
+    reevaluate(session, [row], context=context, actor=actor)
     resolve_portal_rejections(session, entry_id)
     after = {**_snapshot(row), "values": {k: _plain(getattr(new, k)) for k in changes},
              "amount": _plain(after_amount), "write_down": _plain(write_down)}
@@ -212,7 +217,8 @@ def act(session: Session, action: str, entry_id: int, *, expected_version: int, 
     if action == "approve":
         return approve(session, entry_id, expected_version=expected_version, actor=actor, reason=reason)
     if action == "reject":
-        return reject(session, entry_id, expected_version=expected_version, actor=actor, reason=reason)
+        return reject(session, entry_id, expected_version=expected_version, actor=actor, reason=reason,
+                      context=context)
     if action == "adjust":
         return adjust(session, entry_id, expected_version=expected_version, actor=actor, reason=reason,
                       changes=changes or {}, context=context)

@@ -52,7 +52,7 @@ from engine.workflows.billing.errors import (
     NothingToBill,
     NumberTaken,
 )
-from engine.workflows.intake import reevaluate
+from engine.workflows.intake import reevaluate, replace_record
 from engine.workflows.rulesets import client_rulesets
 
 CENT = Decimal("0.01")
@@ -546,7 +546,8 @@ def void(session: Session, invoice_id: int | str, *, actor: str, reason: str | N
         row.version += 1
         row.updated_at = now
         if row.state == EntryState.CONFLICT and row.pending_record is not None:
-            row.record, row.pending_record, row.source_record = row.pending_record, None, None
+            replace_record(row, row.pending_record)
+            row.pending_record, row.source_record = None, None
             refreshed.append(row)
         elif row.state == EntryState.INVOICED:
             row.state = EntryState.READY

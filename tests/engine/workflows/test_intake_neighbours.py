@@ -261,8 +261,9 @@ def test_a_reviewers_adjustment_judges_the_day_again(sessions: sessionmaker[Sess
 def test_a_rejected_entry_leaves_its_day(sessions: sessionmaker[Session], acme: RuleSetVersion) -> None:
     send(sessions, work("1", "6.0"), work("2", "5.0"))
     with transaction(sessions) as session:
-        review.reject(session, row(session, "2").id, expected_version=1, actor="rita", reason="not billable")
-        assert intake.rejudge_days(session, [row(session, "2")], actor="rita", context=CTX).rejudged == 1
+        review.reject(session, row(session, "2").id, expected_version=1, actor="rita", reason="not billable",
+                      context=CTX)  # judges the rest of its day again
+        assert intake.rejudge_days(session, [row(session, "2")], actor="rita", context=CTX).rejudged == 0  # done
     with sessions() as session:
         assert (row(session, "1").state, current(session, "1")) == (EntryState.READY, [])
         assert (row(session, "2").state, row(session, "2").version) == (EntryState.REJECTED, 2)  # not judged
