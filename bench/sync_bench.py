@@ -16,14 +16,18 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import json
 import math
 import os
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 import httpx
+import yaml
 from cryptography.fernet import Fernet
 from sqlalchemy import select
 
@@ -44,7 +48,16 @@ TIMEKEEPERS = ROOT / "engine" / "data" / "samples" / "timekeepers.csv"
 CONTEXT = EvaluationContext(as_of=dt.date(2026, 4, 6))
 SECRET_ENV = "OCGATE_BENCH_CLIO_SECRET"
 TARGET_RATE = 5_000
+PER_DAY = 66  # activities per calendar day across the fake firm's 11 regular timekeepers: 6 each
 TARGET_P95 = 2.0
+
+
+def history_rules() -> str:
+    """Acme's rule set without its late-billing rule: a backfill of years of history is all "late", which would
+    measure the circuit breaker rather than the sync."""
+    data = yaml.safe_load(RULES.read_text())
+    data["rules"] = [rule for rule in data["rules"] if rule["type"] != "late_entry"]
+    return yaml.safe_dump(data, sort_keys=False)
 
 
 def store(folder: Path, name: str) -> tuple[str, object]:
@@ -52,8 +65,10 @@ def store(folder: Path, name: str) -> tuple[str, object]:
     upgrade(url)
     sessions = session_factory(make_engine(url))
     with transaction(sessions) as session:
-        rulesets.add_ruleset_version(session, RULES.read_text(), status=RuleSetStatus.ACTIVE)
-        timekeepers.import_csv(session, TIMEKEEPERS.read_text(), source=str(TIMEKEEPERS))
+        rulesets.add_ruleset_version(session, history_rules(), status=RuleSetStatus.ACTIVE)
+        # The sample table's first rates start in 2025; the synced history goes back further.
+        table = TIMEKEEPERS.read_text().replace(",2025-01-01,", ",2020-01-01,")
+        timekeepers.import_csv(session, table, source=str(TIMEKEEPERS))
     return url, sessions
 
 
@@ -70,18 +85,37 @@ def connect(sessions: object, fake: FakeClio, **settings: object) -> registry.Op
 
 
 def unlimited(folder: Path, count: int) -> None:
+    """The fake runs in its own process, as Clio would: its work is not counted against the sync's."""
     _, sessions = store(folder, "unlimited.db")
+    days = max(31, count // PER_DAY)  # a realistic density: a few entries per timekeeper and day
     started = time.perf_counter()
-    with running_fake_clio(activities=count, seed=7) as fake:
+    server = subprocess.Popen(
+        [sys.executable, "-m", "connectors.clio.fake", "--port", "0", "--activities", str(count), "--seed", "7",
+         "--start", str(CONTEXT.as_of - dt.timedelta(days=days)), "--days", str(days)],
+        stdout=subprocess.PIPE, text=True, cwd=ROOT)
+    try:
+        lines = []
+        while not (line := server.stdout.readline()).startswith("Ctrl-C"):  # type: ignore[union-attr]
+            if not line:
+                raise RuntimeError("the fake Clio did not start")
+            lines.append(line)
+        fake = json.loads("".join(lines))
         seeded = time.perf_counter() - started
-        options = connect(sessions, fake)
+        options = registry.Options(environ={SECRET_ENV: fake["client_secret"]})
+        with transaction(sessions) as session:  # type: ignore[arg-type]
+            registry.configure(session, "clio", kind="clio", settings={
+                "base_url": fake["base_url"], "client_id": fake["client_id"], "client_secret_env": SECRET_ENV})
+        registry.connect(sessions, "clio", refresh_token=fake["refresh_token"], options=options)  # type: ignore[arg-type]
         report = sync(sessions, "clio", options=options, context=CONTEXT)
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
     rate = report.pulled / report.seconds
     print(f"1. sync of {count:,} activities, no latency, into SQLite: {report.seconds:.1f} s, {rate:,.0f} entries/s "
           f"(target {TARGET_RATE:,}) {'MET' if rate >= TARGET_RATE else 'NOT MET'}")
-    print(f"   {report.new:,} new, {report.flagged:,} flagged, {report.quality:,} with data-quality flags, "
-          f"{report.batches} committed batches; seeding the fake took {seeded:.1f} s (not counted); "
-          f"max RSS {max_rss_mb():.0f} MB")
+    print(f"   over {days:,} days; {report.new:,} new, {report.flagged:,} flagged, {report.quality:,} with data-quality "
+          f"flags, {report.batches} committed batches; the fake in its own process, seeded in {seeded:.1f} s (not "
+          f"counted); max RSS {max_rss_mb():.0f} MB")
 
 
 def limited(folder: Path, count: int, per_minute: int = 50) -> None:

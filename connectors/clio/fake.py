@@ -1884,15 +1884,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=8766)
     parser.add_argument("--activities", type=int, default=500)
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--start", type=dt.date.fromisoformat, default=dt.date(2026, 3, 1),
+                        help="the first work date (default 2026-03-01)")
+    parser.add_argument("--days", type=int, default=31, help="work dates spread over this many days (default 31)")
     parser.add_argument("--rate-limit", type=int, default=None, help="requests per window and token (default: none)")
     parser.add_argument("--rate-window", type=float, default=60.0, help="seconds (default 60)")
     args = parser.parse_args(argv)
-    with running_fake_clio(port=args.port, activities=args.activities, seed=args.seed, rate_limit=args.rate_limit,
-                           rate_window=args.rate_window) as clio:
+    with running_fake_clio(port=args.port, activities=args.activities, seed=args.seed, start=args.start,
+                           days=args.days, rate_limit=args.rate_limit, rate_window=args.rate_window) as clio:
         print(json.dumps({"base_url": clio.base_url, "api_url": clio.api_url, "authorize_url": clio.authorize_url,
                           "token_url": clio.token_url, "client_id": clio.client_id,
                           "client_secret": clio.client_secret, **clio.state.issue_tokens()}, indent=2))
-        print("Ctrl-C to stop.")
+        print("Ctrl-C to stop.", flush=True)
         try:
             while True:
                 time.sleep(3600)

@@ -8,6 +8,7 @@ from contextlib import contextmanager
 from importlib import resources
 from pathlib import Path
 
+import orjson
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -27,8 +28,15 @@ def database_url(url: str | None = None) -> str:
     return url
 
 
+def _dumps(value: object) -> str:
+    """JSON columns' text (orjson: several times faster than ``json.dumps`` on the records ingest writes).
+    Money and hours are in the canonical records as decimal text already; a float never gets here from them."""
+    return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode("utf-8")
+
+
 def make_engine(url: str | None = None, **kwargs: object) -> Engine:
     url = database_url(url)
+    kwargs = {"json_serializer": _dumps, "json_deserializer": orjson.loads, **kwargs}
     if url.startswith("sqlite"):
         engine = create_engine(url, **kwargs)
 
