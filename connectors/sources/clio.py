@@ -248,28 +248,41 @@ def _json(response: httpx.Response) -> dict[str, Any]:
 
 @dataclass
 class _Pacer:
-    """Clio's rate-limit window, as its headers describe it: when no requests are left, wait for the reset."""
+    """Clio's rate-limit window, as its headers describe it: when no requests are left, wait for the reset.
 
-    remaining: int | None = None
-    reset_at: float | None = None  # unix time
+    Requests may run at once (the next page is fetched while lookups are made), so each request takes its
+    slot before it is sent, and an answer's count is lowered by the requests still in flight: two requests
+    never both spend the last one."""
+
+    remaining: int | None = None  # requests left in the window, less those sent since the last answer
+    reset_at: float | None = None  # unix time the window ends
+    in_flight: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def wait(self, sleep: Any = time.sleep) -> None:
-        with self.lock:
-            if self.remaining is None or self.remaining > 0 or self.reset_at is None:
-                return
-            pause = self.reset_at - time.time()
-        if pause > 0:
+    def take(self, sleep: Any = time.sleep) -> None:
+        """Wait, if need be, for a request slot, and take it."""
+        while True:
+            with self.lock:
+                now = time.time()
+                if self.reset_at is not None and now >= self.reset_at and self.remaining is not None:
+                    self.remaining = None  # a new window: the next answer says how much of it is left
+                if self.remaining is None or self.remaining > 0 or self.reset_at is None:
+                    if self.remaining is not None:
+                        self.remaining -= 1
+                    self.in_flight += 1
+                    return
+                pause = self.reset_at - now
             log.info("Clio rate limit: waiting %.1f s for the window to reset", pause)
             sleep(min(pause + 0.05, 120.0))
-        with self.lock:
-            self.remaining = None
 
-    def update(self, response: httpx.Response) -> None:
-        remaining, reset = response.headers.get("X-RateLimit-Remaining"), response.headers.get("X-RateLimit-Reset")
+    def done(self, response: httpx.Response | None) -> None:
+        """A request came back (``None``: it failed without an answer); read the window from its headers."""
+        headers = response.headers if response is not None else {}
+        remaining, reset = headers.get("X-RateLimit-Remaining"), headers.get("X-RateLimit-Reset")
         with self.lock:
+            self.in_flight -= 1
             if remaining is not None and remaining.lstrip("-").isdigit():
-                self.remaining = int(remaining)
+                self.remaining = int(remaining) - self.in_flight
             if reset is not None:
                 try:
                     self.reset_at = float(reset)
@@ -356,12 +369,15 @@ class ClioClient:
                           + (f": {detail}" if detail else ""), retryable=False)
 
     def _send(self, method: str, path: str, params: Any, json_body: Any, etag: str | None) -> httpx.Response:
-        self.pacer.wait(self.sleep)
         headers = {"Authorization": f"Bearer {self._token()}"}
         if etag:
             headers["If-None-Match"] = etag
-        response = self._http.request(method, path, params=params, json=json_body, headers=headers)
-        self.pacer.update(response)
+        self.pacer.take(self.sleep)
+        response = None
+        try:
+            response = self._http.request(method, path, params=params, json=json_body, headers=headers)
+        finally:
+            self.pacer.done(response)
         if response.status_code == 429 or response.status_code >= 500:
             raise _Retry(response.status_code, _retry_after(response))
         echoed = response.headers.get("X-API-VERSION")

@@ -371,7 +371,7 @@ def test_the_cursor_is_saved_with_each_batch(sessions: sessionmaker[Session], fa
         with sessions() as session:
             cursors.append(sources.cursor(session, session.scalar(select(Connection.id))))
 
-    fake.state.between_pages(2, remember)
+    fake.state.between_pages(3, remember)  # the last page: built once the first is committed (one page ahead)
     sync(sessions, "clio", options=options, batch_entries=200)
     assert cursors and json.loads(cursors[0])["next"]  # mid-pull: where to resume
     with sessions() as session:

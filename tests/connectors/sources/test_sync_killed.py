@@ -41,7 +41,9 @@ def test_a_sync_killed_at_random_points_loses_and_duplicates_nothing(
         # Each list page is answered a little late, so that a kill often lands mid-page or mid-transaction.
         monkeypatch.setenv(SECRET_ENV, fake.client_secret)
         env_vars = {SECRET_ENV: fake.client_secret}
-        connected(sessions, fake, env_vars)
+        # A small overlap window: the activities are minutes old, and a wide window would re-pull them all,
+        # hiding a record a killed sync lost.
+        connected(sessions, fake, env_vars, overlap_minutes=0.02)
         env = {**os.environ, "OCGATE_DATABASE_URL": db_url, "OCGATE_SECRET_KEY": key, SECRET_ENV: fake.client_secret}
         killed = 0
         for round_ in range(KILLS):
@@ -58,10 +60,12 @@ def test_a_sync_killed_at_random_points_loses_and_duplicates_nothing(
                 process.send_signal(signal.SIGKILL)
                 killed += 1
             process.wait(timeout=60)
-        # An incremental sync finishes the job: a full one would re-pull everything and hide a lost record.
+        # Incremental syncs finish the job: one completes what was killed, the next takes what changed while
+        # the source was being read (a full one would re-pull everything and hide a lost record).
         final = run_sync(env)
         out, err = final.communicate(timeout=300)
         assert final.returncode == 0, err.decode()
+        assert run_sync(env).wait(timeout=300) == 0
         assert killed >= KILLS // 2, "the syncs finished before they could be killed: slow the fake down"
         with sessions() as session:
             versions = dict(session.execute(select(EntryRow.source_id, EntryRow.source_version)).all())
