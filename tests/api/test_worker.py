@@ -98,7 +98,11 @@ def test_a_source_with_an_interval_is_synced_when_due(queue: str, sessions: sess
     consumer.start()
     try:
         assert worker._schedule_syncs() == ["clio"]  # never synced: due (the scheduler calls this every minute)
-        wait_until(lambda: sessions().scalar(select(Connection.last_sync_at)) is not None)
+        def synced() -> bool:
+            with sessions() as session:
+                return session.scalar(select(Connection.last_sync_at)) is not None
+
+        wait_until(synced)
         assert worker._schedule_syncs() == []  # synced a moment ago: not due for an hour
     finally:
         consumer.stop(graceful=True)

@@ -7,8 +7,7 @@ from pathlib import Path
 
 import pytest
 
-import api.cli
-from api.cli import main, timekeepers
+from api.cli import main
 from tests.api.cli.test_cli import cli
 from tests.conftest import REPO
 
@@ -17,8 +16,6 @@ SAMPLE = REPO / "engine" / "data" / "samples" / "timekeepers.csv"
 
 @pytest.fixture
 def database(db_url: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> Iterator[str]:
-    if timekeepers not in api.cli.GROUPS:  # until the group is registered in api/cli/__init__.py
-        monkeypatch.setattr(api.cli, "GROUPS", (*api.cli.GROUPS, timekeepers))
     monkeypatch.setenv("OCGATE_DATABASE_URL", db_url)
     assert main(["db", "upgrade"]) == 0
     capsys.readouterr()
