@@ -31,7 +31,8 @@ def run(args: argparse.Namespace) -> int:
         result = intake.ingest(session, entries, actor=args.actor, source=str(args.entries), context=context)
     print(f"batch {result.batch_id}: {result.received} received, {result.created} new, {result.updated} changed, "
           f"{result.unchanged} unchanged, {result.withdrawn} withdrawn, {result.conflicts} conflicts; "
-          f"{result.ready} ready to bill, {result.in_review} to review, {result.held} held")
+          f"{result.ready} ready to bill, {result.in_review} to review, {result.held} held"
+          + (f"; {result.rejudged} stored entries of the same days judged again" if result.rejudged else ""))
     for held in result.held_rulesets:
         print(f"held: {held['ruleset_id']} revision {held['revision']} flagged {held['flagged']} of "
               f"{held['checked']} entries; its findings wait for a rule author")

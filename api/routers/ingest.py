@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from api.deps import Ingester, SessionDep, actor
 from api.errors import responses
@@ -27,6 +27,7 @@ class IngestOut(BaseModel):
     in_review: int
     held: int
     held_rulesets: list[dict[str, Any]]
+    rejudged: int = Field(description="stored entries of the same timekeepers and days judged again")
 
 
 @router.post("/v1/entries", response_model=IngestOut, responses=responses())
