@@ -113,9 +113,9 @@ def unlimited(folder: Path, count: int) -> None:
     rate = report.pulled / report.seconds
     print(f"1. sync of {count:,} activities, no latency, into SQLite: {report.seconds:.1f} s, {rate:,.0f} entries/s "
           f"(target {TARGET_RATE:,}) {'MET' if rate >= TARGET_RATE else 'NOT MET'}")
-    print(f"   over {days:,} days; {report.new:,} new, {report.flagged:,} flagged, {report.quality:,} with data-quality "
-          f"flags, {report.batches} committed batches; the fake in its own process, seeded in {seeded:.1f} s (not "
-          f"counted); max RSS {max_rss_mb():.0f} MB")
+    print(f"   over {days:,} days; {report.new:,} new, {report.flagged:,} flagged, {report.quality:,} with "
+          f"data-quality flags, {report.batches} committed batches; the fake in its own process, seeded in "
+          f"{seeded:.1f} s (not counted); max RSS {max_rss_mb():.0f} MB")
 
 
 def limited(folder: Path, count: int, per_minute: int = 50) -> None:
