@@ -12,6 +12,7 @@ that one left by a killed process does not block forever).
 
 from __future__ import annotations
 
+import bisect
 import datetime as dt
 import logging
 import os
@@ -111,13 +112,13 @@ def sync(sessions: sessionmaker[Session], name: str, *, full: bool = False, opti
             with transaction(sessions) as session:
                 sources.set_tenant(session, connection.id, tenant)
         batch = _Batch()
-        stored: set[int] | None = None
+        stored: _Stored | None = None
         for page in source.pull(cursor, full=full):
             if page.covers is not None and stored is None:
                 with sessions() as session:
-                    stored = {int(i) for i in sources.stored_ids(session, source_system=connection.source_system,
-                                                                  source_tenant=tenant) if i.isdigit()}
-            batch.add(page, _deleted(page, stored) if stored is not None else [])
+                    stored = _Stored(sources.stored_ids(session, source_system=connection.source_system,
+                                                        source_tenant=tenant))
+            batch.add(page, stored.deleted(page) if stored is not None else [])
             report.pulled += page.pulled
             if len(batch.entries) >= batch_entries:
                 _commit(sessions, connection.id, name, batch, report, owner, context)
@@ -156,14 +157,25 @@ class _Batch:
         self.pages += 1
 
 
-def _deleted(page: Page, stored: set[int]) -> list[str]:
-    """Stored ids inside the id range a full pull's page covers that the page does not hold: deleted."""
-    assert page.covers is not None
-    after, upto = page.covers
-    present = {int(e.source_id) for e in page.entries if e.source_id.isdigit()}
-    gone = [i for i in stored if (after is None or i > after) and (upto is None or i <= upto) and i not in present]
-    stored.difference_update(gone)
-    return [str(i) for i in sorted(gone)]
+class _Stored:
+    """The source's stored ids, sorted, walked once alongside a full pull (whose pages come in id order)."""
+
+    def __init__(self, ids: Iterable[str]):
+        self.ids = sorted(int(i) for i in ids if i.isdigit())
+        self.at = 0
+
+    def deleted(self, page: Page) -> list[str]:
+        """Stored ids inside the id range the page covers that the page does not hold: deleted at the source."""
+        assert page.covers is not None
+        after, upto = page.covers
+        present = {e.source_id for e in page.entries}
+        ids = self.ids
+        if after is not None:
+            self.at = bisect.bisect_right(ids, after, lo=self.at)
+        end = len(ids) if upto is None else bisect.bisect_right(ids, upto, lo=self.at)
+        gone = [str(i) for i in ids[self.at:end] if str(i) not in present]
+        self.at = end
+        return gone
 
 
 def _commit(sessions: sessionmaker[Session], connection_id: int, name: str, batch: _Batch, report: SyncReport,
