@@ -6,6 +6,7 @@ without the role, a missing ``If-Match``) are subclasses of it here.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -55,9 +56,17 @@ def responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     return {s: {"model": ErrorResponse, "description": DESCRIBED[s]} for s in (401, 403, 422, *statuses)}
 
 
+class _ErrorJSON(JSONResponse):
+    """An error body as ASCII JSON: a message may quote what was sent, lone surrogates included, which UTF-8
+    cannot encode (``\\ud800`` is valid JSON; the raw character is not valid UTF-8)."""
+
+    def render(self, content: Any) -> bytes:
+        return json.dumps(content, ensure_ascii=True, separators=(",", ":")).encode("ascii")
+
+
 def error_response(status: int, code: str, message: str, details: list[dict[str, Any]] | None = None) -> JSONResponse:
     body = {"error": {"code": code, "message": message, **({"details": details} if details else {})}}
-    return JSONResponse(body, status_code=status)
+    return _ErrorJSON(body, status_code=status)
 
 
 def install(app: FastAPI) -> None:
