@@ -4,10 +4,15 @@ that never sync one source at once."""
 from __future__ import annotations
 
 import os
+import signal
+import socket
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 import redis
 from sqlalchemy import select
@@ -108,3 +113,30 @@ def test_a_source_with_an_interval_is_synced_when_due(queue: str, sessions: sess
         consumer.stop(graceful=True)
     with transaction(sessions) as session:
         assert len(list(session.scalars(select(EntryRow.id)))) == 600
+
+
+def test_serve_with_worker_runs_the_api_and_the_jobs_in_one_process(tmp_path: Path) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    environ = {**os.environ, "OCGATE_DATABASE_URL": f"sqlite:///{tmp_path}/ocgate.db"}
+    environ.pop("OCGATE_QUEUE_URL", None)
+    upgraded = subprocess.run([sys.executable, "-m", "api.cli", "db", "upgrade"], env=environ, capture_output=True)
+    assert upgraded.returncode == 0
+    server = subprocess.Popen([sys.executable, "-m", "api.cli", "-v", "serve", "--port", str(port), "--with-worker"],
+                              env=environ, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_until(lambda: _answers(f"http://127.0.0.1:{port}/openapi.json"), timeout=20)
+        assert (tmp_path / "ocgate-queue.db").exists()  # the queue: a SQLite file beside the database
+    finally:
+        server.send_signal(signal.SIGINT)
+        _, err = server.communicate(timeout=20)
+    assert server.returncode == 0
+    assert "Huey consumer started with 1 thread" in err and "api.worker.process_webhook" in err
+
+
+def _answers(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=1).status_code == 200
+    except httpx.HTTPError:
+        return False
