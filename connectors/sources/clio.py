@@ -34,7 +34,6 @@ import secrets
 import threading
 import time
 from collections.abc import Iterator, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, ClassVar
@@ -390,30 +389,15 @@ class ClioClient:
     def get(self, path: str, params: Any = None, **kwargs: Any) -> dict[str, Any]:
         return _json(self.request("GET", path, params=params, **kwargs))
 
-    def pages(self, path: str, params: dict[str, Any], *, prefetch: bool = False,
-              ) -> Iterator[tuple[dict[str, Any], str | None]]:
-        """Each page of a list, with the ``next`` URL that resumes after it (None on the last). ``prefetch``: the
-        next page is requested while the caller works on this one (paging is serial, so one at most)."""
-        if not prefetch:
-            url: str | None = path
-            query: Any = params
-            while url:
-                data = self.get(url, query)
-                following = (data.get("meta") or {}).get("paging", {}).get("next")
-                yield data, following
-                url, query = (self._relative(following), None) if following else (None, None)
-            return
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="clio-prefetch") as pool:
-            pending = pool.submit(self.get, path, params)
-            try:
-                while pending is not None:
-                    data = pending.result()
-                    following = (data.get("meta") or {}).get("paging", {}).get("next")
-                    pending = pool.submit(self.get, self._relative(following), None) if following else None
-                    yield data, following
-            finally:
-                if pending is not None:
-                    pending.cancel()
+    def pages(self, path: str, params: dict[str, Any]) -> Iterator[tuple[dict[str, Any], str | None]]:
+        """Each page of a list, with the ``next`` URL that resumes after it (None on the last)."""
+        url: str | None = path
+        query: Any = params
+        while url:
+            data = self.get(url, query)
+            following = (data.get("meta") or {}).get("paging", {}).get("next")
+            yield data, following
+            url, query = (self._relative(following), None) if following else (None, None)
 
     def _relative(self, url: str) -> str:
         """A ``next`` URL as a path under the API root (Clio gives it absolute)."""
@@ -498,14 +482,14 @@ class ClioSource:
         start: tuple[str, Any] = (self.client._relative(state["next"]), None) if resuming else ("/activities.json",
                                                                                                    params)
         try:
-            pages = self.client.pages(*start, prefetch=True)
+            pages = self.client.pages(*start)
             first = next(pages, None)
         except SourceError as exc:
             if not resuming or exc.retryable:
                 raise
             log.warning("Clio refused the saved page token (%s); the pull restarts from its beginning", exc)
             state.update(next=None, after=None)
-            pages = self.client.pages("/activities.json", params, prefetch=True)
+            pages = self.client.pages("/activities.json", params)
             first = next(pages, None)
         if first is None:
             return

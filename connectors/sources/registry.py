@@ -52,6 +52,7 @@ class Options:
     environ: Mapping[str, str] | None = None
     transport: httpx.BaseTransport | None = None
     sleep: Any = None
+    fetcher: bool = True  # a sync reads the source in a second process (tests that watch it in this one: False)
 
     def kwargs(self) -> dict[str, Any]:
         found: dict[str, Any] = {"environ": os.environ if self.environ is None else self.environ,

@@ -19,14 +19,14 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from connectors.sources import registry
-from connectors.sources.base import Page, SourceError
+from connectors.sources import fetcher, registry
+from connectors.sources.base import Page, Source, SourceError
 from engine.errors import OcgateError
 from engine.model import Entry
 from engine.rules.features import EvaluationContext
@@ -113,7 +113,7 @@ def sync(sessions: sessionmaker[Session], name: str, *, full: bool = False, opti
                 sources.set_tenant(session, connection.id, tenant)
         batch = _Batch()
         stored: _Stored | None = None
-        for page in source.pull(cursor, full=full):
+        for page in _pull(sessions, source, cursor, full, options or registry.Options()):
             if page.covers is not None and stored is None:
                 with sessions() as session:
                     stored = _Stored(sources.stored_ids(session, source_system=connection.source_system,
@@ -139,6 +139,16 @@ def sync(sessions: sessionmaker[Session], name: str, *, full: bool = False, opti
         source.close()
     _finish(sessions, connection.id, report, owner, started, status="finished")
     return report
+
+
+def _pull(sessions: sessionmaker[Session], source: Source, cursor: str | None, full: bool,
+          options: registry.Options) -> Iterator[Page]:
+    """The source's pages: read by a fetcher process while this one ingests, where that is available."""
+    if not (options.fetcher and fetcher.available()):
+        return source.pull(cursor, full=full)
+    engine = sessions.kw["bind"]
+    # The child must not use this process's database connections: it opens its own (to keep a refreshed token).
+    return fetcher.pages(source, cursor, full=full, in_child=lambda: engine.dispose(close=False))
 
 
 @dataclass

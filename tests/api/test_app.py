@@ -630,7 +630,7 @@ def test_the_openapi_document_declares_the_bearer_key(world: World) -> None:
 
 
 def test_an_error_quoting_a_lone_surrogate_is_a_422_not_a_500(world: World) -> None:
-    response = world.post("/v1/rulesets", who="author", content='"\\ud800": 1\n'.encode(),
+    response = world.post("/v1/rulesets", who="author", content=b'"\\ud800": 1\n',
                           headers={"Content-Type": "text/plain"})
     assert response.status_code == 422
     assert response.json()["error"]["code"] == "invalid_ruleset" and "\\ud800" in response.text

@@ -69,7 +69,7 @@ def connected(sessions: sessionmaker[Session], fake: FakeClio, env: dict[str, st
     url, state = registry.authorize_url(sessions, name)
     redirect = httpx.get(url, follow_redirects=False).headers["location"]
     registry.connect(sessions, name, code=clio.code_from(redirect, state), options=registry.Options(environ=env))
-    return registry.Options(environ=env, sleep=Sleeps())
+    return registry.Options(environ=env, sleep=Sleeps(), fetcher=False)  # in this process: its pauses are seen
 
 
 def stored(sessions: sessionmaker[Session], source: str = "clio") -> dict[str, dict[str, Any]]:
@@ -339,7 +339,7 @@ def test_a_sync_under_the_rate_limit_gets_no_avoidable_429(sessions: sessionmake
 
         time.sleep(seconds)
 
-    paced = registry.Options(environ=env, sleep=wait)
+    paced = registry.Options(environ=env, sleep=wait, fetcher=False)
     report = sync(sessions, "clio", options=paced)
     assert report.complete
     assert not [r for r in fake.state.log if r.status == 429]
@@ -387,3 +387,19 @@ def test_sync_states_are_judged_like_any_ingest(sessions: sessionmaker[Session],
         states = {s for (s,) in session.execute(select(EntryRow.state).distinct())}
     assert states <= {EntryState.READY, EntryState.IN_REVIEW}
     assert report.flagged == sum(1 for item in stored(sessions).values() if item["state"] == "in_review")
+
+
+def test_a_sync_reads_the_source_in_a_fetcher_process(sessions: sessionmaker[Session], fake: FakeClio,
+                                                      env: dict[str, str]) -> None:
+    connected(sessions, fake, env)
+    forked = registry.Options(environ=env, fetcher=True)
+    first = fake.state.activities[0]
+    fake.state.between_pages(2, lambda state: state.edit(first.id, note="Edited while the fetcher read ahead"))
+    report = sync(sessions, "clio", options=forked, batch_entries=200)
+    assert report.complete and report.new == 600 and report.batches == 3
+    sync(sessions, "clio", options=forked)  # the edit made after its page was read
+    assert_mirrors(sessions, fake)
+    assert stored(sessions)[str(first.id)]["entry"]["narrative"] == "Edited while the fetcher read ahead"
+    fake.state.fail_next(10, status=503, path="/activities.json")
+    with pytest.raises(SourceUnavailable, match="503"):  # an error in the fetcher reaches the sync as it was
+        sync(sessions, "clio", options=forked, full=True)

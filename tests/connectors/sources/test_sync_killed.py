@@ -60,6 +60,9 @@ def test_a_sync_killed_at_random_points_loses_and_duplicates_nothing(
                 process.send_signal(signal.SIGKILL)
                 killed += 1
             process.wait(timeout=60)
+        # The fetcher processes died with their parents: no sync is left running.
+        time.sleep(0.5)
+        assert not _syncs_running(), "a fetcher outlived its killed sync"
         # Incremental syncs finish the job: one completes what was killed, the next takes what changed while
         # the source was being read (a full one would re-pull everything and hide a lost record).
         final = run_sync(env)
@@ -85,3 +88,21 @@ def test_a_sync_killed_at_random_points_loses_and_duplicates_nothing(
         assert live == len(fake.state.activities)
         assert runs[-1].status == "finished"
         assert b"pulled" in out
+
+
+def _syncs_running() -> list[int]:
+    """Processes running ``ocgate sync`` (a killed sync's forked fetcher would have the same command line)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as cmdline:
+                words = cmdline.read().split(b"\0")
+            with open(f"/proc/{entry}/stat", "rb") as stat:
+                zombie = stat.read().split(b") ", 1)[1][:1] == b"Z"
+        except OSError:
+            continue
+        if b"api.cli" in words and b"sync" in words and b"--batch-entries" in words and not zombie:
+            found.append(int(entry))
+    return found
