@@ -67,7 +67,8 @@ class Worker:
         self.url = queue_url(queue, database)
         self.huey = make_huey(self.url, immediate=immediate)
         self.sessions = sessions or session_factory(make_engine(database))
-        self.options = options or source_registry.Options()
+        # Jobs run in threads: a sync reads its source in this process rather than fork a threaded one.
+        self.options = options or source_registry.Options(fetcher=False)
         self.as_of = as_of  # the date entries are judged as of (default: the day each job runs)
         task, periodic = self.huey.task, self.huey.periodic_task
         self.process_webhook = task(retries=WEBHOOK_RETRIES, retry_delay=15, name="process_webhook")(
