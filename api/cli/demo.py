@@ -143,7 +143,7 @@ def _connect(sessions: sessionmaker[Session], clio: FakeClio, ruleset: RuleSet) 
         registry.configure(session, "clio", kind="clio", settings={
             "base_url": clio.base_url, "client_id": clio.client_id, "client_secret_env": "OCGATE_DEMO_CLIO_SECRET",
             "redirect_uri": "https://ocgate.example/oauth/clio"})
-    options = Options(environ=environ)
+    options = Options(environ=environ, fetcher=False)  # 300 entries, and a fake Clio in this process: no fork
     url, state = registry.authorize_url(sessions, "clio")
     redirect = httpx.get(url, follow_redirects=False).headers["location"]
     registry.connect(sessions, "clio", code=code_from(redirect, state), options=options)
