@@ -35,7 +35,7 @@ async def receive_webhook(source: str, request: Request, sessions: Sessions) -> 
     """Verify, store, acknowledge; the worker re-fetches the record and judges it."""
     body = await request.body()
     received = await run_in_threadpool(webhooks.receive, sessions, source, dict(request.headers), body,
-                                       request.app.state.source_options)
+                                       request.app.state.source_options, dict(request.query_params))
     if received.event_id is not None:
         request.app.state.worker.enqueue_webhook(received.event_id)
     return JSONResponse(WebhookAck(received=True, event_id=received.event_id).model_dump(),

@@ -137,8 +137,10 @@ class Source(Protocol):
         when its version is still ``known_version`` (a conditional request)."""
         ...
 
-    def verify_webhook(self, headers: Mapping[str, str], body: bytes, secrets: Mapping[str, str]) -> Delivery:
-        """Check a delivery (``secrets``: remote subscription id -> shared secret) or raise WebhookRejected."""
+    def verify_webhook(self, headers: Mapping[str, str], body: bytes, secrets: Mapping[str, str],
+                       query: Mapping[str, str]) -> Delivery:
+        """Check a delivery (``secrets``: remote subscription id -> shared secret; ``query``: the callback URL's
+        query, for sources that sign nothing and are given an unguessable URL) or raise WebhookRejected."""
         ...
 
     def register_webhooks(self, public_url: str) -> list[Subscription]:

@@ -206,6 +206,25 @@ def connect_with_refresh_token(settings: Mapping[str, Any], refresh_token: str, 
     store.save(*_tokens(answer, refresh_token))
 
 
+def connect(settings: Mapping[str, Any], store: TokenStore, *, environ: Mapping[str, str],
+            transport: httpx.BaseTransport | None = None, code: str | None = None,
+            refresh_token: str | None = None) -> None:
+    """Keep Clio's tokens: from the authorization code an administrator's approval gave, or from an existing
+    refresh token."""
+    if code is not None:
+        connect_with_code(settings, code, store, environ=environ, transport=transport)
+    elif refresh_token is not None:
+        connect_with_refresh_token(settings, refresh_token, store, environ=environ, transport=transport)
+    else:
+        raise NotConnected("Clio is connected with the code its approval page gives, or a refresh token")
+
+
+def open_source(name: str, settings: Mapping[str, Any], store: TokenStore, *, tenant: str = "",
+                environ: Mapping[str, str], transport: httpx.BaseTransport | None = None,
+                sleep: Any = time.sleep) -> ClioSource:
+    return ClioSource(name, settings, store, tenant=tenant, environ=environ, transport=transport, sleep=sleep)
+
+
 # HTTP ------------------------------------------------------------------------------------------------
 
 class _Retry(Exception):
@@ -638,7 +657,8 @@ class ClioSource:
 
     # webhooks
 
-    def verify_webhook(self, headers: Mapping[str, str], body: bytes, secrets: Mapping[str, str]) -> Delivery:
+    def verify_webhook(self, headers: Mapping[str, str], body: bytes, secrets: Mapping[str, str],
+                       query: Mapping[str, str] | None = None) -> Delivery:
         lowered = {k.lower(): v for k, v in headers.items()}
         handshake = lowered.get("x-hook-secret")
         if handshake:

@@ -1,8 +1,17 @@
 """Configured sources (the ``connections`` table) turned into :class:`~connectors.sources.base.Source` objects,
-and connecting them (OAuth).
+and connecting them.
 
-Settings are plain JSON and never hold a secret: a Clio source names the environment variable that holds its
-client secret (``client_secret_env``); the tokens Clio issues are kept encrypted by the workflow.
+Each kind of source is one module under ``connectors/sources`` that provides:
+
+* ``KIND``, ``SETTINGS`` (each setting and what it means) and ``check_settings(settings) -> list[str]``;
+* ``open_source(name, settings, store, *, tenant, environ, transport, sleep) -> Source``;
+* ``connect(settings, store, *, environ, transport, code=None, refresh_token=None) -> None``: obtain and keep
+  whatever credentials the source issues (an OAuth token) or check the ones configured (an API key);
+* optionally ``authorize_url(settings, state) -> str``, for sources whose administrators approve ocgate in a
+  browser (Clio's authorization-code flow).
+
+Settings are plain JSON and never hold a secret: they name the environment variables that hold them; tokens a
+source issues are kept encrypted by the workflow.
 """
 
 from __future__ import annotations
@@ -10,6 +19,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
+from importlib import import_module
 from types import ModuleType
 from typing import Any
 
@@ -23,18 +33,28 @@ from engine.store.db import transaction
 from engine.store.models import Connection
 from engine.workflows import sources
 
-KINDS: dict[str, ModuleType] = {clio.KIND: clio}
+KINDS: dict[str, str] = {  # kind -> its module, imported when first used
+    "clio": "connectors.sources.clio",
+    "efimis": "connectors.sources.efimis",
+    "trackops": "connectors.sources.trackops",
+    "mattero": "connectors.sources.mattero",
+}
 
 
 class InvalidSourceSettings(Invalid):
     code = "invalid_source_settings"
 
 
+def module(kind: str) -> ModuleType:
+    if kind not in KINDS:
+        raise InvalidSourceSettings(f"unknown source kind {kind!r} (one of: {', '.join(KINDS)})")
+    return import_module(KINDS[kind])
+
+
 def check_settings(kind: str, settings: Mapping[str, Any]) -> list[str]:
-    module = KINDS.get(kind)
-    if module is None:
+    if kind not in KINDS:
         return [f"unknown source kind {kind!r} (one of: {', '.join(KINDS)})"]
-    return module.check_settings(settings)
+    return module(kind).check_settings(settings)
 
 
 def configure(session: Session, name: str, *, kind: str, settings: dict[str, Any]) -> Connection:
@@ -64,11 +84,9 @@ class Options:
 
 def open_source(sessions: sessionmaker[Session], connection: Connection, options: Options = Options()) -> Source:
     """A ready source for a configured connection; its credentials are read and written through the store."""
-    if connection.source_system != clio.KIND:
-        raise InvalidSourceSettings(f"source {connection.name}: unknown kind {connection.source_system!r}")
     store = sources.CredentialStore(sessions, connection.id)
-    return clio.ClioSource(connection.name, connection.settings, store, tenant=connection.source_tenant,
-                           **options.kwargs())
+    return module(connection.source_system).open_source(connection.name, connection.settings, store,
+                                                        tenant=connection.source_tenant, **options.kwargs())
 
 
 def open_named(sessions: sessionmaker[Session], name: str, options: Options = Options()) -> tuple[Connection, Source]:
@@ -78,33 +96,33 @@ def open_named(sessions: sessionmaker[Session], name: str, options: Options = Op
 
 
 def authorize_url(sessions: sessionmaker[Session], name: str) -> tuple[str, str]:
-    """The URL where the firm's administrator approves ocgate, and the ``state`` the redirect must carry."""
+    """The URL where the source's administrator approves ocgate, and the ``state`` the redirect must carry."""
     with sessions() as session:
         connection = sources.get(session, name)
+    kind = module(connection.source_system)
+    if not hasattr(kind, "authorize_url"):
+        raise InvalidSourceSettings(f"source {name} ({connection.source_system}) is not approved in a browser: "
+                                    f"run `ocgate sources connect {name}` without a code")
     state = clio.new_state()
-    return clio.authorize_url(connection.settings, state), state
+    return kind.authorize_url(connection.settings, state), state
 
 
 def connect(sessions: sessionmaker[Session], name: str, *, code: str | None = None, refresh_token: str | None = None,
             options: Options = Options()) -> str:
-    """Obtain and keep the source's tokens (from an authorization code or an existing refresh token), then
-    learn which account they belong to. Returns the tenant (Clio: ``region/account id``)."""
+    """Obtain and keep the source's credentials (from an authorization code or an existing refresh token, or
+    the client credentials and keys its settings name), then learn which tenant they belong to. Returns the
+    tenant (Clio: ``region/account id``)."""
     with sessions() as session:
         connection = sources.get(session, name)
     store = sources.CredentialStore(sessions, connection.id)
-    sources.secret_box()  # fail before talking to Clio if the key to keep tokens is missing
+    sources.secret_box()  # fail before talking to the source if the key to keep credentials is missing
     kwargs = options.kwargs()
-    if code is not None:
-        clio.connect_with_code(connection.settings, code, store, environ=kwargs["environ"],
-                               transport=kwargs["transport"])
-    elif refresh_token is not None:
-        clio.connect_with_refresh_token(connection.settings, refresh_token, store, environ=kwargs["environ"],
-                                        transport=kwargs["transport"])
-    else:
-        raise InvalidSourceSettings("give an authorization code or a refresh token")
-    source = clio.ClioSource(connection.name, connection.settings, store, **kwargs)
+    kind = module(connection.source_system)
+    kind.connect(connection.settings, store, environ=kwargs["environ"], transport=kwargs["transport"], code=code,
+                 refresh_token=refresh_token)
+    source = kind.open_source(connection.name, connection.settings, store, tenant="", **kwargs)
     try:
-        tenant = source.identify()
+        tenant = source.tenant
     finally:
         source.close()
     with transaction(sessions) as session:

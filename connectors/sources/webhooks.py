@@ -36,14 +36,14 @@ class Received:
 
 
 def receive(sessions: sessionmaker[Session], name: str, headers: Mapping[str, str], body: bytes,
-            options: registry.Options | None = None) -> Received:
+            options: registry.Options | None = None, query: Mapping[str, str] | None = None) -> Received:
     """Verify a delivery and store it; raises WebhookRejected (bad or missing signature) or ReplayedDelivery."""
     with transaction(sessions) as session:
         connection = sources.get(session, name)
         secrets = sources.subscription_secrets(session, connection.id)
         source = registry.open_source(sessions, connection, options or registry.Options())
         try:
-            delivery = source.verify_webhook(headers, body, secrets)
+            delivery = source.verify_webhook(headers, body, secrets, query or {})
         finally:
             source.close()
         if delivery.handshake:
