@@ -1,4 +1,8 @@
-"""Reading and writing canonical entries: JSON lines, a JSON array, or CSV with a header row."""
+"""Reading and writing entries: canonical files (JSON lines, a JSON array, CSV with a header row), LEDES 1998B and
+98BI invoices (known by their first line), and any spreadsheet export through a mapping (:mod:`engine.mapping`).
+
+Canonical files are all or nothing: a bad record stops the read. A LEDES file or a mapped export is read row by
+row: a row that cannot be an entry is reported and left out (:attr:`EntryRead.skipped`), the rest is read."""
 
 from __future__ import annotations
 
@@ -7,6 +11,7 @@ import io
 import json
 import re
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, TextIO
@@ -14,6 +19,7 @@ from typing import Any, TextIO
 from pydantic import ValidationError
 
 from engine.errors import Invalid
+from engine.mapping import MappedRead, Mapping, UnreadableFile, ledes_entries, read_mapped
 from engine.model import Entry
 
 LIST_FIELDS = ("redacted_fields", "data_quality_flags")
@@ -50,9 +56,64 @@ def _build(record: Any, file: str, line: int, problems: list[str]) -> Entry | No
         return None
 
 
-def read_entries(path: str | Path, max_problems: int = 50) -> list[Entry]:
-    """All entries of a file; every bad record is reported (up to ``max_problems``), none is dropped silently."""
+@dataclass(frozen=True)
+class EntryRead:
+    """A file's entries, the rows left out (each ``file:row: column: what``) and notes on what is not an entry."""
+
+    entries: list[Entry]
+    skipped: list[str] = field(default_factory=list)
+    skipped_rows: int = 0
+    notes: list[str] = field(default_factory=list)
+    described: str = ""  # how the file was read ("LEDES 1998B", "CSV, UTF-8, delimiter ','"); empty if canonical
+
+
+def read_file(path: str | Path, mapping: Mapping | None = None, max_problems: int = 50) -> EntryRead:
+    """The entries of a file: through ``mapping`` (CSV or ``.xlsx``), else LEDES or canonical by its content.
+
+    Raises :class:`EntryFileError` for a file that cannot be read, a bad record of a canonical file (up to
+    ``max_problems``), or a LEDES file or mapped export none of whose rows could be read.
+    """
     path = Path(path)
+    try:
+        if mapping is not None:
+            read = read_mapped(path, mapping)
+        elif _is_ledes(path):
+            read = ledes_entries(path.read_bytes(), str(path))
+        else:
+            return EntryRead(_canonical_entries(path, max_problems))
+    except UnreadableFile as exc:
+        raise EntryFileError(exc.problems) from None
+    except OSError as exc:
+        raise EntryFileError([f"{path}: cannot read: {exc.strerror or exc}"]) from None
+    return _lenient(read, str(path))
+
+
+def read_entries(path: str | Path, mapping: Mapping | None = None, max_problems: int = 50) -> list[Entry]:
+    """All entries of a file (see :func:`read_file`), or :class:`EntryFileError` if any row had to be left out."""
+    read = read_file(path, mapping, max_problems)
+    if read.skipped:
+        raise EntryFileError(read.skipped)
+    return read.entries
+
+
+def _is_ledes(path: Path) -> bool:
+    """Whether the file starts as a LEDES file does (its first line names the format: LEDES1998B[], ...)."""
+    try:
+        with path.open("rb") as handle:
+            start = handle.read(32).removeprefix(b"\xef\xbb\xbf")
+    except OSError:
+        return False
+    return start.startswith(b"LEDES")
+
+
+def _lenient(read: MappedRead, file: str) -> EntryRead:
+    skipped = [str(problem) for problem in read.problems]
+    if skipped and not read.entries:
+        raise EntryFileError([*skipped[:50], f"{file}: none of its {read.rows} rows could be read"])
+    return EntryRead(read.entries, skipped, read.skipped, read.notes, read.described)
+
+
+def _canonical_entries(path: Path, max_problems: int) -> list[Entry]:
     file = str(path)
     try:
         text = path.read_text(encoding="utf-8-sig")

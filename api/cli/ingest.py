@@ -1,20 +1,23 @@
-"""``ocgate ingest``: entries from a file upserted into the database, judged, and queued where flagged."""
+"""``ocgate ingest``: entries from a file (canonical, LEDES, or an export through a mapping) upserted into the
+database, judged, and queued where flagged. Rows of an export that cannot be read are listed and left out."""
 
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 from typing import Any
 
 from api.cli.common import EXIT_BAD_INPUT, EXIT_OK, date, sessions
-from api.cli.validate import entries_and_context
+from api.cli.validate import ENTRIES_HELP, add_mapping_argument, entries_and_context, print_read
 from engine.store.db import transaction
 from engine.workflows import intake
 
 
 def add_parser(sub: Any) -> None:
     ingest = sub.add_parser("ingest", help="upsert entries into the database and queue what the rules flag")
-    ingest.add_argument("entries", type=Path)
+    ingest.add_argument("entries", type=Path, help=ENTRIES_HELP)
+    add_mapping_argument(ingest)
     ingest.add_argument("--as-of", type=date, help="date the entries are checked (default: today)")
     ingest.add_argument("--period-start", type=date)
     ingest.add_argument("--period-end", type=date)
@@ -26,9 +29,9 @@ def run(args: argparse.Namespace) -> int:
     loaded = entries_and_context(args)
     if loaded is None:
         return EXIT_BAD_INPUT
-    entries, context = loaded
+    read, context = loaded
     with transaction(sessions()) as session:
-        result = intake.ingest(session, entries, actor=args.actor, source=str(args.entries), context=context)
+        result = intake.ingest(session, read.entries, actor=args.actor, source=str(args.entries), context=context)
     print(f"batch {result.batch_id}: {result.received} received, {result.created} new, {result.updated} changed, "
           f"{result.unchanged} unchanged, {result.withdrawn} withdrawn, {result.conflicts} conflicts; "
           f"{result.ready} ready to bill, {result.in_review} to review, {result.held} held"
@@ -36,4 +39,5 @@ def run(args: argparse.Namespace) -> int:
     for held in result.held_rulesets:
         print(f"held: {held['ruleset_id']} revision {held['revision']} flagged {held['flagged']} of "
               f"{held['checked']} entries; its findings wait for a rule author")
+    print_read(read, args.entries, sys.stdout)
     return EXIT_OK

@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from api.cli.common import EXIT_BAD_INPUT, EXIT_FOUND, EXIT_OK, date
-from engine.entry_io import EntryFileError, read_entries
+from engine.entry_io import EntryFileError, EntryRead, read_file
+from engine.mapping import MappingError, builtin_mappings, load_mapping
 from engine.model import Entry
 from engine.rules.evaluate import Violation, evaluate
 from engine.rules.features import EvaluationContext
@@ -22,9 +23,10 @@ from engine.rules.ruleset import RuleSet
 
 def add_parser(sub: Any) -> None:
     validate = sub.add_parser("validate", help="check entries against rule sets (exit 1 on errors)")
-    validate.add_argument("entries", type=Path, help="entries: .jsonl, .json (array) or .csv with a header")
+    validate.add_argument("entries", type=Path, help=ENTRIES_HELP)
     validate.add_argument("--rules", "-r", type=Path, action="append", required=True,
                           help="rule file (repeat for several clients)")
+    add_mapping_argument(validate)
     validate.add_argument("--format", choices=["table", "json", "summary"], default="table")
     validate.add_argument("--backend", choices=["auto", "python", "durable"], default="auto")
     validate.add_argument("--as-of", type=date, help="date the invoice is checked (default: today)")
@@ -32,6 +34,17 @@ def add_parser(sub: Any) -> None:
     validate.add_argument("--period-end", type=date, help="last day of the billing period")
     validate.add_argument("--include-shadow", action="store_true", help="also list shadow-mode rules' findings")
     validate.set_defaults(handler=run)
+
+
+ENTRIES_HELP = ("entries: canonical .jsonl, .json (array) or .csv; a LEDES 1998B or 98BI invoice; or, with "
+                "--mapping, any CSV or .xlsx export")
+MAX_SHOWN = 50  # rows left out listed one by one; the rest are counted
+
+
+def add_mapping_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--mapping", "-m", metavar="MAPPING",
+                        help="read a CSV or .xlsx export through a mapping: a YAML file (docs/mappings.md) or a "
+                             f"built-in ({', '.join(builtin_mappings())})")
 
 
 def _load_rulesets(files: list[Path]) -> list[RuleSet] | None:
@@ -54,16 +67,36 @@ def run_validation(entries: list[Entry], rulesets: list[RuleSet], context: Evalu
     return violations
 
 
-def entries_and_context(args: argparse.Namespace) -> tuple[list[Entry], EvaluationContext] | None:
-    """The entries file and the evaluation dates of ``validate`` and ``ingest``; None (reported) if unreadable."""
+def entries_and_context(args: argparse.Namespace) -> tuple[EntryRead, EvaluationContext] | None:
+    """The entries file (through ``--mapping`` if given) and the evaluation dates of ``validate`` and ``ingest``;
+    None (reported) if the mapping or the file cannot be used. Rows left out and notes go to stderr."""
     try:
-        entries = read_entries(args.entries)
-    except EntryFileError as exc:
+        mapping = load_mapping(args.mapping) if args.mapping else None
+        read = read_file(args.entries, mapping)
+    except (MappingError, EntryFileError) as exc:
         for problem in exc.problems:
             print(problem, file=sys.stderr)
         return None
-    return entries, EvaluationContext(as_of=args.as_of or dt.date.today(), period_start=args.period_start,
-                                      period_end=args.period_end)
+    for problem in read.skipped[:MAX_SHOWN]:
+        print(problem, file=sys.stderr)
+    if len(read.skipped) > MAX_SHOWN:
+        print(f"{args.entries}: ... and {len(read.skipped) - MAX_SHOWN} more problems", file=sys.stderr)
+    for note in read.notes:
+        print(note, file=sys.stderr)
+    return read, EvaluationContext(as_of=args.as_of or dt.date.today(), period_start=args.period_start,
+                                   period_end=args.period_end)
+
+
+def print_read(read: EntryRead, file: Path, out: TextIO) -> None:
+    """What reading the file left out and flagged: after the findings, so a gate's log shows both."""
+    if read.skipped_rows:
+        print(f"{file}: {read.skipped_rows} row(s) left out, each listed on stderr with its row and column",
+              file=out)
+    flags = Counter(flag for entry in read.entries for flag in entry.data_quality_flags)
+    if flags:
+        flagged = sum(1 for entry in read.entries if entry.data_quality_flags)
+        print(f"{file}: {flagged} entries with data-quality flags: "
+              + ", ".join(f"{flag} {count}" for flag, count in sorted(flags.items())), file=out)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -73,7 +106,8 @@ def run(args: argparse.Namespace) -> int:
     loaded = entries_and_context(args)
     if loaded is None:
         return EXIT_BAD_INPUT
-    entries, context = loaded
+    read, context = loaded
+    entries = read.entries
     violations = run_validation(entries, rulesets, context, args.backend)
     shown = [v for v in violations if args.include_shadow or v.rule_status != "shadow"]
     if args.format == "json":
@@ -83,6 +117,8 @@ def run(args: argparse.Namespace) -> int:
         print_summary(entries, rulesets, violations, sys.stdout)
     else:
         print_table(entries, shown, sys.stdout)
+    if args.format != "json":
+        print_read(read, args.entries, sys.stdout)
     return EXIT_FOUND if any(v.severity == "error" and v.rule_status == "active" for v in violations) else EXIT_OK
 
 

@@ -95,6 +95,7 @@ def sync(sessions: sessionmaker[Session], name: str, *, full: bool = False, opti
     Raises :class:`SourceError` when the source fails (``retryable``: unreachable; the next sync resumes) and
     :class:`engine.workflows.sources.SyncRunning` when another sync of the source holds the lease."""
     owner = owner or owner_id()
+    options = options or registry.Options()
     started = time.monotonic()
     with transaction(sessions) as session:
         connection = sources.get(session, name)
@@ -105,7 +106,7 @@ def sync(sessions: sessionmaker[Session], name: str, *, full: bool = False, opti
         run = sources.start_run(session, connection.id, full=full)
         cursor = sources.cursor(session, connection.id)
     report = SyncReport(source=name, run_id=run.id, full=full)
-    source = registry.open_source(sessions, connection, options or registry.Options())
+    source = registry.open_source(sessions, connection, options)
     try:
         tenant = source.tenant
         if tenant != connection.source_tenant:
@@ -113,7 +114,7 @@ def sync(sessions: sessionmaker[Session], name: str, *, full: bool = False, opti
                 sources.set_tenant(session, connection.id, tenant)
         batch = _Batch()
         stored: _Stored | None = None
-        for page in _pull(sessions, source, cursor, full, options or registry.Options()):
+        for page in _pull(sessions, source, cursor, full, options):
             if page.covers is not None and stored is None:
                 with sessions() as session:
                     stored = _Stored(sources.stored_ids(session, source_system=connection.source_system,
