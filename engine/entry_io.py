@@ -79,6 +79,9 @@ def read_file(path: str | Path, mapping: Mapping | None = None, max_problems: in
             read = read_mapped(path, mapping)
         elif _is_ledes(path):
             read = ledes_entries(path.read_bytes(), str(path))
+        elif path.suffix.lower() in (".xlsx", ".xlsm"):
+            raise EntryFileError([f"{path}: a workbook is read through a mapping that says which column is which "
+                                  "field (--mapping; docs/mappings.md)"])
         else:
             return EntryRead(_canonical_entries(path, max_problems))
     except UnreadableFile as exc:

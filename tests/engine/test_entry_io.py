@@ -9,7 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from engine.entry_io import EntryFileError, entry_record, read_entries, write_jsonl
+from engine import ledes
+from engine.entry_io import EntryFileError, entry_record, read_entries, read_file, write_jsonl
+from engine.mapping import load_mapping
 from engine.model import Entry, EntryKind
 from engine.samples import generate
 from tests.conftest import make_entry
@@ -238,3 +240,66 @@ def test_entry_record_leaves_out_unset_fields_and_never_writes_floats() -> None:
     assert "amount" not in record and "matter_name" not in record
     assert record["hours_billed"] == "2.5" and record["quantity"] == "2.5" and record["rate"] == "300"
     assert not any(isinstance(v, float) for v in record.values())
+
+
+# LEDES invoices and mapped exports --------------------------------------------------------------------------
+
+LEDES_FILE = "\n".join([
+    "LEDES1998B[]",
+    "|".join(ledes.FIELDS_1998B) + "[]",
+    "20260401|HM7|ACME01|2026-0017|1950.00|20260301|20260331|March|1|F|2.00|0|1850.00|20260302|L210||A103|TK1002|"
+    "Drafted answer|12-3456789|925.00|Okafor, Daniel|PARTNR|ACME-7702[]",
+    "20260401|HM7|ACME01|2026-0017|1950.00|20260301|20260331|March|2|E|1|0|100.00|20260303||E107|||Courier|"
+    "12-3456789|100.00|||ACME-7702[]",
+])
+
+
+def test_a_ledes_invoice_is_known_by_its_first_line_whatever_its_name(tmp_path: Path) -> None:
+    path = tmp_path / "invoice.txt"
+    path.write_bytes(b"\xef\xbb\xbf" + LEDES_FILE.encode())
+    read = read_file(path)
+    assert read.described == "LEDES 1998B" and read.skipped == [] and read.notes == []
+    assert [e.entry_uid for e in read.entries] == ["ledes:12-3456789:HM7:1", "ledes:12-3456789:HM7:2"]
+    assert read_entries(path) == read.entries
+
+
+def test_a_broken_ledes_invoice_is_reported_not_raised(tmp_path: Path) -> None:
+    path = write(tmp_path, "invoice.txt", LEDES_FILE.replace("|20260303|", "|2026-03-03|"))
+    assert problems(path) == [f"{path}:4: field 14 (LINE_ITEM_DATE): LINE_ITEM_DATE '2026-03-03' is not a date in "
+                              "the form YYYYMMDD"]
+
+
+GENERIC_HEADER = ("Date,Timekeeper ID,Timekeeper,Classification,Client ID,Client,Matter ID,Client Matter ID,Matter,"
+                  "Task Code,Activity Code,Hours,Rate,Amount,Currency,Narrative,Billable\n")
+
+
+def test_read_entries_is_all_or_nothing_and_read_file_leaves_bad_rows_out(tmp_path: Path) -> None:
+    mapping = load_mapping("generic-time")
+    header = GENERIC_HEADER
+    path = write(tmp_path, "export.csv", header + "2026-03-02,TK1,A,,C,,M,,,,,1.0,100,100,USD,Call,yes\n"
+                                                  "2026-03-32,TK1,A,,C,,M,,,,,1.0,100,100,USD,Letter,yes\n")
+    read = read_file(path, mapping)
+    assert len(read.entries) == 1 and read.skipped_rows == 1
+    assert read.skipped == [f"{path}:3: Date: '2026-03-32' is not a date in the form %Y-%m-%d or %m/%d/%Y or excel"]
+    with pytest.raises(EntryFileError) as info:
+        read_entries(path, mapping)
+    assert info.value.problems == read.skipped
+
+
+def test_a_mapped_file_none_of_whose_rows_can_be_read_is_refused(tmp_path: Path) -> None:
+    path = write(tmp_path, "export.csv", GENERIC_HEADER + "03.02.2026,TK1,A,,C,,M,,,,,1.0,100,100,USD,Call,yes\n")
+    found = problems_of(lambda: read_file(path, load_mapping("generic-time")))
+    assert found[-1] == f"{path}: none of its 1 rows could be read"
+
+
+def test_a_workbook_needs_a_mapping(tmp_path: Path) -> None:
+    path = tmp_path / "export.xlsx"
+    path.write_bytes(b"PK\x03\x04")
+    assert problems(path) == [f"{path}: a workbook is read through a mapping that says which column is which field "
+                              "(--mapping; docs/mappings.md)"]
+
+
+def problems_of(read: object) -> list[str]:
+    with pytest.raises(EntryFileError) as info:
+        read()  # type: ignore[operator]
+    return info.value.problems
