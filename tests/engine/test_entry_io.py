@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 from decimal import Decimal
 from pathlib import Path
 
@@ -137,7 +138,8 @@ def test_json_array_detected_without_the_json_suffix(tmp_path: Path) -> None:
 def test_json_array_syntax_error_has_line_and_column(tmp_path: Path) -> None:
     path = write(tmp_path, "e.json", '[\n {"source_id": "1",}\n]\n')
     (problem,) = problems(path)
-    assert problem.startswith(f"{path}:2:20: invalid JSON: ")
+    # Python 3.13 points at the trailing comma (column 19), earlier versions just after it (column 20).
+    assert re.match(rf"{re.escape(str(path))}:2:(19|20): invalid JSON: ", problem), problem
 
 
 def test_json_array_bad_record_reports_its_line(tmp_path: Path) -> None:

@@ -27,7 +27,7 @@ from engine.model import ENTRY_FIELDS, EntryKind, FeeBasis
 from tests.conftest import REPO, locate
 
 SAMPLES = REPO / "engine" / "data" / "samples"
-LEDES_SAMPLES = Path("/work/shared/reference/ledes_samples")
+LEDES_SAMPLES = REPO.parent / "shared" / "reference" / "ledes_samples"
 HEADER = "Date,Matter,Who,Hours,Rate,Amount,Code,Narrative,Ref\n"
 FIELDS = """\
   source_system: {value: firm}
