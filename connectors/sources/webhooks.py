@@ -27,6 +27,7 @@ log = logging.getLogger("ocgate.webhooks")
 RENEW_WITHIN = dt.timedelta(days=7)  # renew subscriptions this long before they expire (Clio: 31 days at most)
 SWEEP_AFTER = dt.timedelta(seconds=60)  # an event no job finished within this is processed by the sweep
 HANDSHAKE_WAIT = 5.0  # seconds ``register`` waits for the source's handshake
+PATH_TOKEN = "path_token"  # the query key a callback path's token is handed to ``verify_webhook`` under
 
 
 @dataclass(frozen=True)
@@ -36,14 +37,20 @@ class Received:
 
 
 def receive(sessions: sessionmaker[Session], name: str, headers: Mapping[str, str], body: bytes,
-            options: registry.Options | None = None, query: Mapping[str, str] | None = None) -> Received:
-    """Verify a delivery and store it; raises WebhookRejected (bad or missing signature) or ReplayedDelivery."""
+            options: registry.Options | None = None, query: Mapping[str, str] | None = None,
+            path_token: str | None = None) -> Received:
+    """Verify a delivery and store it; raises WebhookRejected (bad or missing signature or token) or
+    ReplayedDelivery. ``path_token``: the last segment of a callback path (``/v1/webhooks/NAME/TOKEN``), for sources
+    that sign nothing; the source finds it in the query under :data:`PATH_TOKEN`, where only the path can put it."""
+    query = {key: value for key, value in (query or {}).items() if key != PATH_TOKEN}
+    if path_token is not None:
+        query[PATH_TOKEN] = path_token
     with transaction(sessions) as session:
         connection = sources.get(session, name)
         secrets = sources.subscription_secrets(session, connection.id)
         source = registry.open_source(sessions, connection, options or registry.Options())
         try:
-            delivery = source.verify_webhook(headers, body, secrets, query or {})
+            delivery = source.verify_webhook(headers, body, secrets, query)
         finally:
             source.close()
         if delivery.handshake:
