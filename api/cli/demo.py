@@ -9,8 +9,10 @@ import asyncio
 import datetime as dt
 import json
 import os
+import shutil
 import sys
 import time
+from collections import Counter
 from decimal import Decimal
 from importlib import resources
 from pathlib import Path
@@ -26,7 +28,10 @@ from api.cli.validate import print_summary, print_table
 from api.worker import Worker
 from connectors.clio.fake import FakeClio, running_fake_clio, serving
 from connectors.destinations import registry as destinations
+from connectors.efimis.fake import load_demo as load_efimis_demo
+from connectors.efimis.fake import running_fake_efimis
 from connectors.legaltracker.fake import FakeRules, running_fake_portal
+from connectors.mattero.fake import running_fake_mattero
 from connectors.sources import registry, webhooks
 from connectors.sources.clio import code_from
 from connectors.sources.registry import Options
@@ -68,6 +73,10 @@ def bundled_ruleset_path() -> Path:
 
 def bundled_sample_path() -> Path:
     return Path(str(resources.files("engine") / "data" / "samples" / "acme-2026-03.jsonl"))
+
+
+def bundled_mattero_export_path() -> Path:
+    return Path(str(resources.files("engine") / "data" / "samples" / "mattero-all-costs.csv"))
 
 
 def bundled_timekeepers_path() -> Path:
@@ -114,6 +123,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"Syncing again: {again.pulled} pulled (the overlap window), {again.new} new, {again.changed} changed, "
               f"{again.unchanged} unchanged (idempotent)")
         _by_webhook(sessions, clio, options, database)
+    _other_sources(sessions, context, database, sys.stdout)
     with transaction(sessions) as session:
         _, reviewer_key = create_key(session, name="demo reviewer", role=Role.REVIEWER)
     asyncio.run(_through_the_api(create_app(sessions=sessions), reviewer_key, sys.stdout))
@@ -185,6 +195,70 @@ def _by_webhook(sessions: sessionmaker[Session], clio: FakeClio, options: Option
           f"{before} -> {row.state} in {elapsed:.2f} s")
     for violation in found:
         print(f"    {violation.rule_id} ({violation.severity}): {violation.message}")
+
+
+def _other_sources(sessions: sessionmaker[Session], context: EvaluationContext, database: Path, out: TextIO) -> None:
+    """The firm's other systems, each a fake on loopback: Efimis (the London office's fee earners, on Acme's and
+    Globex's matters), and mattero's All Costs export (the Sydney office) dropped in a folder. Then the one review
+    queue they all feed, by source."""
+    reports = []
+    with running_fake_efimis() as efimis:
+        load_efimis_demo(efimis.state, DEMO_PERIOD[0])
+        options = Options(environ={"OCGATE_DEMO_EFIMIS_SECRET": efimis.client_secret}, fetcher=False)
+        with transaction(sessions) as session:
+            registry.configure(session, "efimis", kind="efimis",
+                               settings=efimis.settings("OCGATE_DEMO_EFIMIS_SECRET", currency="USD"))
+        registry.connect(sessions, "efimis", options=options)  # client credentials: no browser
+        reports.append(("Efimis", "work items", sync(sessions, "efimis", options=options, context=context)))
+    exports = database.with_name(f"{database.stem}-mattero-exports")
+    shutil.rmtree(exports, ignore_errors=True)
+    exports.mkdir(parents=True)
+    shutil.copy(bundled_mattero_export_path(), exports / "all-costs-2026-03.csv")
+    with running_fake_mattero() as mattero:
+        mattero.state.load_export(bundled_mattero_export_path())  # the same costs, readable one by one
+        options = Options(environ={"OCGATE_DEMO_MATTERO_KEY": mattero.api_key}, fetcher=False)
+        with transaction(sessions) as session:
+            registry.configure(session, "mattero", kind="mattero", settings={
+                "base_url": mattero.api_url, "api_key_env": "OCGATE_DEMO_MATTERO_KEY", "export_dir": str(exports)})
+        registry.connect(sessions, "mattero", options=options)  # checks the API key
+        reports.append(("mattero", f"costs from the All Costs export in {exports}",
+                        sync(sessions, "mattero", options=options, context=context)))
+    print("\nThe firm's other systems, each a fake on loopback:", file=out)
+    for label, what, report in reports:
+        flags = ", ".join(f"{flag} {n}" for flag, n in sorted(report.quality_flags.items()))
+        print(f"  ocgate sync {report.source}: {report.pulled} {what} pulled from {label}; {report.new} new, "
+              f"{report.flagged} to review, {report.quality} with data-quality flags"
+              + (f" ({flags})" if flags else ""), file=out)
+    _queue_by_source(sessions, out)
+
+
+def _queue_by_source(sessions: sessionmaker[Session], out: TextIO) -> None:
+    """One review queue across every source: what waits, from where, and why."""
+    with sessions() as session:
+        rows = session.execute(select(EntryRow.source_system, EntryRow.state, func.count())
+                               .group_by(EntryRow.source_system, EntryRow.state)).all()
+        why = session.execute(select(EntryRow.source_system, ViolationRow.rule_id, func.count())
+                              .join(ViolationRow, ViolationRow.entry_id == EntryRow.id)
+                              .where(ViolationRow.current.is_(True), ViolationRow.rule_status == "active",
+                                     EntryRow.state == EntryState.IN_REVIEW)
+                              .group_by(EntryRow.source_system, ViolationRow.rule_id)).all()
+        flagged = session.execute(select(EntryRow.source_system, EntryRow.data_quality_flags)
+                                  .where(EntryRow.state == EntryState.IN_REVIEW)).all()
+    counts: dict[str, Counter[str]] = {}
+    for source, state, n in rows:
+        counts.setdefault(source, Counter())[str(state)] += n
+    rules: dict[str, Counter[str]] = {}
+    for source, rule_id, n in why:
+        rules.setdefault(source, Counter())[rule_id] += n
+    for source, flags in flagged:
+        for flag in flags or ():
+            rules.setdefault(source, Counter())[flag] += 1
+    print("\nOne review queue across the sources (GET /v1/review-items?source=...):", file=out)
+    print(f"  {'source':<10} {'entries':>7} {'ready':>6} {'to review':>9}  most frequent findings and flags", file=out)
+    for source in sorted(counts):
+        c = counts[source]
+        top = ", ".join(f"{name} {n}" for name, n in rules.get(source, Counter()).most_common(4))
+        print(f"  {source:<10} {sum(c.values()):>7} {c['ready']:>6} {c['in_review']:>9}  {top}", file=out)
 
 
 def _invoices(sessions: sessionmaker[Session], context: EvaluationContext, folder: Path, out: TextIO) -> None:
