@@ -70,6 +70,7 @@ SEVERITY_ORDER = {"error": 3, "warning": 2, "info": 1}
 WITHDRAWN_STATUSES = {EntryStatus.VOID, EntryStatus.DELETED}
 CHUNK = 500
 LOOKUP_CHUNK = 2000  # entry uids or ids per SELECT ... IN (...)
+DAY_TERMS = 250  # (date AND keys) terms ORed in one SELECT: SQLite refuses an expression over 1,000 deep
 WRITE_CHUNK = 1000  # rows per bulk INSERT or UPDATE
 COUNTED = (EntryState.READY, EntryState.IN_REVIEW, EntryState.HELD, EntryState.INVOICED, EntryState.CONFLICT)
 REJUDGED = (EntryState.READY, EntryState.IN_REVIEW, EntryState.HELD)
@@ -714,7 +715,7 @@ def _findings(session: Session, ids: Sequence[int], *, aggregates_only: bool = F
 
 
 def _on_days(days: Collection[Day]) -> Iterator[ColumnElement[bool]]:
-    """WHERE clauses for the entries on ``days``, LOOKUP_CHUNK days each, in the form
+    """WHERE clauses for the entries on ``days``, at most LOOKUP_CHUNK keys and DAY_TERMS dates each, in the form
     ``(work_date = d AND timekeeper_key IN (...)) OR ...``: both databases search ix_entries_timekeeper_date
     with it, while SQLite scans the whole index for a row-value ``(timekeeper_key, work_date) IN (...)``."""
     by_date: dict[dt.date, list[str]] = {}
@@ -727,7 +728,7 @@ def _on_days(days: Collection[Day]) -> Iterator[ColumnElement[bool]]:
             part, keys = keys[:LOOKUP_CHUNK - size], keys[LOOKUP_CHUNK - size:]
             terms.append(and_(EntryRow.work_date == work_date, EntryRow.timekeeper_key.in_(part)))
             size += len(part)
-            if size == LOOKUP_CHUNK:
+            if size == LOOKUP_CHUNK or len(terms) == DAY_TERMS:
                 yield or_(*terms)
                 terms, size = [], 0
     if terms:

@@ -14,6 +14,7 @@ from sqlalchemy import delete, event, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from engine.model import Entry
+from engine.rules.features import EvaluationContext
 from engine.store.db import transaction
 from engine.store.models import (
     EntryRow,
@@ -30,7 +31,7 @@ from engine.store.models import (
 from engine.workflows import intake, review
 from engine.workflows.intake import NEVER_TRIPS, CircuitBreaker, IngestResult, ingest
 from engine.workflows.rulesets import add_ruleset_version
-from tests.conftest import CTX, REPO, entry
+from tests.conftest import CTX, REPO, entry, rules_yaml
 
 ACME = (REPO / "rules" / "acme-corp.yaml").read_text()
 SAME = "Drafted answer to the amended counterclaim"  # a narrative two entries share: duplicates
@@ -52,7 +53,7 @@ def acme(sessions: sessionmaker[Session]) -> RuleSetVersion:
 def send(sessions: sessionmaker[Session], *entries: Entry, **options: Any) -> IngestResult:
     """One batch in its own transaction, as a webhook or one page of a sync delivers it."""
     with transaction(sessions) as session:
-        return ingest(session, list(entries), context=CTX, **options)
+        return ingest(session, list(entries), **{"context": CTX, **options})
 
 
 def row(session: Session, source_id: str) -> EntryRow:
@@ -364,3 +365,26 @@ def test_one_batch_or_many_end_with_the_same_findings(sessions: sessionmaker[Ses
                 ingest(session, batch, context=CTX, backend="python", breaker=NEVER_TRIPS)
             results.append(outcome(session))
     assert results[1] == results[0]
+
+
+
+def test_a_batch_over_years_of_days_finds_its_neighbours(sessions: sessionmaker[Session]) -> None:
+    """A batch spanning 1,200 days (a backfill) looks its neighbours up in several queries: SQLite refuses one
+    WHERE clause of more than 1,000 ORed terms. The day that goes over the cap is still found across batches."""
+    with transaction(sessions) as session:
+        add_ruleset_version(session, rules_yaml("""
+            - id: DAY
+              title: More than 10 hours in a day
+              type: daily_hours_cap
+              severity: warning
+              params: {max_hours: 10}
+            """), status=RuleSetStatus.ACTIVE)
+    context = EvaluationContext(as_of=dt.date(2026, 12, 1))
+    days = [dt.date(2023, 1, 2) + dt.timedelta(days=n) for n in range(1200)]
+    send(sessions, *[work(f"a{n}", "6.0", work_date=day.isoformat()) for n, day in enumerate(days)], context=context)
+    result = send(sessions, *[work(f"b{n}", "1.0" if n != 1100 else "5.0", work_date=day.isoformat())
+                              for n, day in enumerate(days)], context=context)
+    assert result.received == 1200
+    with sessions() as session:
+        over = session.scalars(select(EntryRow.source_id).where(EntryRow.state == EntryState.IN_REVIEW)).all()
+    assert set(over) == {"a1100", "b1100"}  # 11 h on one day: both entries of that day flagged, no other
