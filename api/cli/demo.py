@@ -36,6 +36,7 @@ from connectors.sources import registry, webhooks
 from connectors.sources.clio import code_from
 from connectors.sources.registry import Options
 from connectors.sources.sync import sync
+from connectors.trackops.fake import running_fake_trackops
 from engine.entry_io import read_entries
 from engine.ledes import Party
 from engine.ledes.profile import FirmSettings
@@ -199,8 +200,8 @@ def _by_webhook(sessions: sessionmaker[Session], clio: FakeClio, options: Option
 
 def _other_sources(sessions: sessionmaker[Session], context: EvaluationContext, database: Path, out: TextIO) -> None:
     """The firm's other systems, each a fake on loopback: Efimis (the London office's fee earners, on Acme's and
-    Globex's matters), and mattero's All Costs export (the Sydney office) dropped in a folder. Then the one review
-    queue they all feed, by source."""
+    Globex's matters), Trackops (the investigators' time and expenses on Acme's cases), and mattero's All Costs
+    export (the Sydney office) dropped in a folder. Then the one review queue they all feed, by source."""
     reports = []
     with running_fake_efimis() as efimis:
         load_efimis_demo(efimis.state, DEMO_PERIOD[0])
@@ -210,6 +211,15 @@ def _other_sources(sessions: sessionmaker[Session], context: EvaluationContext, 
                                settings=efimis.settings("OCGATE_DEMO_EFIMIS_SECRET", currency="USD"))
         registry.connect(sessions, "efimis", options=options)  # client credentials: no browser
         reports.append(("Efimis", "work items", sync(sessions, "efimis", options=options, context=context)))
+    with running_fake_trackops() as trackops:
+        trackops.state.seed_demo_month(DEMO_PERIOD[0])  # the investigators' expenses on Acme's cases
+        options = Options(environ={"OCGATE_DEMO_TRACKOPS_TOKEN": trackops.api_token}, fetcher=False)
+        with transaction(sessions) as session:
+            registry.configure(session, "trackops", kind="trackops",
+                               settings=trackops.source_settings("OCGATE_DEMO_TRACKOPS_TOKEN"))
+        registry.connect(sessions, "trackops", options=options)  # checks the API token
+        reports.append(("Trackops", "expense entries (an entry per detail line)",
+                        sync(sessions, "trackops", options=options, context=context)))
     exports = database.with_name(f"{database.stem}-mattero-exports")
     shutil.rmtree(exports, ignore_errors=True)
     exports.mkdir(parents=True)

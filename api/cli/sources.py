@@ -91,11 +91,13 @@ def _connect(factory: Any, args: argparse.Namespace) -> int:
         if not token:
             raise CliError(f"{args.refresh_token_env} is not set")
         tenant = registry.connect(factory, args.name, refresh_token=token)
+    elif args.code is None and not registry.approved_in_browser(factory, args.name):
+        tenant = registry.connect(factory, args.name)  # client credentials or an API key: nothing to approve
     else:
         code = args.code
         if code is None:
             url, state = registry.authorize_url(factory, args.name)
-            print("Open this URL, sign in to Clio as a billing administrator and approve ocgate:", file=sys.stderr)
+            print("Open this URL, sign in as the source's administrator and approve ocgate:", file=sys.stderr)
             print(url)
             print("Then paste the code, or the whole URL Clio redirected to:", file=sys.stderr)
             pasted = sys.stdin.readline()

@@ -95,6 +95,14 @@ def open_named(sessions: sessionmaker[Session], name: str, options: Options = Op
     return connection, open_source(sessions, connection, options)
 
 
+def approved_in_browser(sessions: sessionmaker[Session], name: str) -> bool:
+    """Whether the source's administrator approves ocgate in a browser (Clio), rather than ocgate connecting with
+    the client credentials or the key its settings name (Efimis, Trackops, mattero)."""
+    with sessions() as session:
+        connection = sources.get(session, name)
+    return hasattr(module(connection.source_system), "authorize_url")
+
+
 def authorize_url(sessions: sessionmaker[Session], name: str) -> tuple[str, str]:
     """The URL where the source's administrator approves ocgate, and the ``state`` the redirect must carry."""
     with sessions() as session:

@@ -218,11 +218,15 @@ def ingest(
                                {"source_version": row.source_version, "state": row.state, "record": None},
                                row.state)
             result.updated += 1
-        if entry.status in WITHDRAWN_STATUSES:
+        if entry.status in WITHDRAWN_STATUSES:  # counted as withdrawn, not also as new or changed
             pending.withdrawn = True
             pending.state = EntryState.WITHDRAWN
             pending.worst_severity = None
             result.withdrawn += 1
+            if row is None:
+                result.created -= 1
+            else:
+                result.updated -= 1
         touched.append(pending)
     existing.clear()
     updated = {p.id: p for p in touched if p.action == "updated"}

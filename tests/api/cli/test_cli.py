@@ -331,18 +331,21 @@ def test_demo(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
                           "fake Clio")
     assert re.search(r"^300 entries checked: \d+ clean, \d+ flagged \(\d+ with errors\), \d+ violations", out, re.M)
     assert "One finding of each rule:" in out
-    # The firm's other systems feed the same queue: Efimis work items and a mattero All Costs export.
+    # The firm's other systems feed the same queue: Efimis work items, Trackops expenses, a mattero export.
     assert re.search(r"ocgate sync efimis: 32 work items pulled from Efimis; 30 new, \d+ to review, 2 with "
                      r"data-quality flags \(MISSING_UTBMS_TASK 1, UNMAPPED_TASK_TYPE 1\)", out)
     assert re.search(r"ocgate sync mattero: 173 costs from the All Costs export in .* pulled from mattero; 173 new",
                      out)
     queue = dict(re.findall(r"^  (clio|efimis|mattero|trackops) +(\d+ +\d+ +\d+) ", out, re.M))
-    assert set(queue) == {"clio", "efimis", "mattero"}
+    assert re.search(r"ocgate sync trackops: 12 expense entries \(an entry per detail line\) pulled from Trackops; 19 "
+                     r"new", out)
+    assert set(queue) == {"clio", "efimis", "mattero", "trackops"}
     for source, counts in queue.items():  # entries = ready + to review, and each source has both
         total, ready, waiting = map(int, counts.split())
         assert total == ready + waiting and ready > 0 and waiting > 0, source
     assert re.search(r"^  efimis .*ACME-RATE-001 \d+", out, re.M)
     assert re.search(r"^  mattero .*NO_LEDES_CLIENT_ID \d+", out, re.M)
+    assert re.search(r"^  trackops .*ACME-EXP-001 1", out, re.M)  # the investigator's dinner over the meal cap
     for rule in load_file(BUNDLED_RULES).rules:
         assert rule.id in out
     # The invoice part: LEDES files, a submission to the fake portal, one line rejected and back in the queue.

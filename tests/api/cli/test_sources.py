@@ -3,8 +3,10 @@ them: configure, connect by pasting the redirect URL, sync with a summary, exit 
 
 from __future__ import annotations
 
+import datetime as dt
 import io
 import json
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -130,3 +132,29 @@ def test_sync_without_a_connection_or_key_says_what_to_do(capsys: pytest.Capture
     assert code == 2 and "OCGATE_SECRET_KEY" in err and "keygen" in err
     code, out, _ = cli(capsys, "sources", "keygen")
     assert code == 0 and Fernet(out.strip().encode())  # a usable key
+
+
+def test_a_source_without_browser_approval_connects_and_syncs_from_the_command_line(
+        capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, database: Path) -> None:
+    """Trackops (an API token) and Efimis (client credentials) connect without a code or a browser."""
+    from connectors.efimis.fake import load_demo, running_fake_efimis
+    from connectors.trackops.fake import running_fake_trackops
+
+    with running_fake_trackops() as trackops, running_fake_efimis() as efimis:
+        trackops.state.seed_demo_month()
+        load_demo(efimis.state, dt.date(2026, 3, 1))
+        monkeypatch.setenv("TRACKOPS_TOKEN", trackops.api_token)
+        monkeypatch.setenv("EFIMIS_SECRET", efimis.client_secret)
+        configured = {"trackops": trackops.source_settings("TRACKOPS_TOKEN"),
+                      "efimis": efimis.settings("EFIMIS_SECRET")}
+        for name, settings in configured.items():
+            sets = [part for key, value in settings.items()
+                    for part in ("--set", f"{key}={value if isinstance(value, str) else json.dumps(value)}")]
+            code, out, err = cli(capsys, "sources", "add", name, "--kind", name, *sets)
+            assert code == 0, err
+            code, out, err = cli(capsys, "sources", "connect", name)
+            assert code == 0, err
+            assert out.startswith(f"source {name} connected to ") and "browser" not in err
+            code, out, err = cli(capsys, "sync", name)
+            assert code == 0, err
+            assert re.search(r"\b(\d+) new\b", out) and int(re.search(r"\b(\d+) new\b", out).group(1)) > 10, out

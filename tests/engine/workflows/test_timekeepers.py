@@ -72,13 +72,18 @@ def clio(**fields: object) -> Entry:
 
 def test_the_sample_file_loads_the_sample_team(sessions: sessionmaker[Session]) -> None:
     result = load(sessions, SAMPLE.read_text(), str(SAMPLE))
-    assert result.created == [f"TK{n}" for n in range(1001, 1013)] and result.unchanged == 0
+    # The Chicago team (Clio, and Efimis in London), the investigators (Trackops), the Sydney office (mattero).
+    team = [f"TK{n}" for n in range(1001, 1013)]
+    sydney = ["SYD088", "SYD741", "SYD742", "SYD743", "SYD744", "SYD745"]
+    investigators = [f"INV{n}" for n in range(5101, 5106)]
+    assert result.created == team + sydney + investigators and result.unchanged == 0
     with sessions() as session:
         okafor = timekeepers.get(session, "TK1002")
-        assert [t.ledes_id for t in timekeepers.timekeepers(session)] == result.created
+        assert [t.ledes_id for t in timekeepers.timekeepers(session)] == sorted(result.created)
     assert (okafor.name, okafor.first_name, okafor.last_name, okafor.classification, okafor.title) == (
         "Okafor, Daniel", "Daniel", "Okafor", "PARTNR", "Partner")
-    assert okafor.source_ids == (SourceId("clio", "345679"), SourceId("sample", "TK1002"))  # the fake Clio's user
+    assert okafor.source_ids == (SourceId("clio", "345679"), SourceId("efimis", "e0000000-0000-4000-8000-000000001002"),
+                                 SourceId("sample", "TK1002"))  # the fake Clio's user and fake Efimis' fee earner
     assert okafor.rates == (Rate("GBP", dt.date(2025, 1, 1), None, Decimal("695.00")),
                             Rate("USD", dt.date(2025, 1, 1), None, Decimal("875.00")),
                             Rate("USD", dt.date(2026, 1, 1), None, Decimal("925.00")))
@@ -173,7 +178,7 @@ def test_importing_the_same_file_again_changes_nothing(sessions: sessionmaker[Se
         before = session.execute(select(Timekeeper.id, Timekeeper.updated_at).order_by(Timekeeper.id)).all()
         rate_ids = session.scalars(select(TimekeeperRate.id).order_by(TimekeeperRate.id)).all()
     result = load(sessions, SAMPLE.read_text())
-    assert (result.created, result.updated, result.unchanged, result.rates_removed) == ([], [], 12, 0)
+    assert (result.created, result.updated, result.unchanged, result.rates_removed) == ([], [], 23, 0)
     with sessions() as session:
         assert session.execute(select(Timekeeper.id, Timekeeper.updated_at).order_by(Timekeeper.id)).all() == before
         assert session.scalars(select(TimekeeperRate.id).order_by(TimekeeperRate.id)).all() == rate_ids
