@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 TSTAMP := $(VENV)/.installed-test
 
-.PHONY: demo test lint bench sample clean
+.PHONY: demo test lint bench sample clean fuzz
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +29,11 @@ test: $(TSTAMP)
 	$(BIN)/lint-imports
 	$(BIN)/ocgate rules test rules/
 	$(BIN)/python -m pytest -q
+
+# make fuzz: the schemathesis tests of tests/api/test_fuzz.py, longer (more examples and scenarios).
+fuzz: $(TSTAMP)
+	OCGATE_FUZZ_EXAMPLES=$${OCGATE_FUZZ_EXAMPLES:-200} OCGATE_FUZZ_SCENARIOS=$${OCGATE_FUZZ_SCENARIOS:-300} \
+		OCGATE_FUZZ_STEPS=$${OCGATE_FUZZ_STEPS:-20} $(BIN)/python -m pytest -q tests/api/test_fuzz.py
 
 lint: $(TSTAMP)
 	$(BIN)/ruff check engine api connectors rules tests bench

@@ -3,14 +3,24 @@
 Errors are JSON ``{"error": {"code": ..., "message": ...}}`` with a stable code, declared per route in the
 OpenAPI document (``api/errors.py``). Every route needs an API key (``Authorization: Bearer ocg_...``); the
 key's role decides what it may do (``api/deps.py``).
+
+Every request passes :class:`RequestGuard` first: a body over ``max_body_bytes`` is a 413, and text the store
+could not keep (a NUL character anywhere, a lone UTF-16 surrogate in JSON) is a 422, before any route runs.
+The OpenAPI document gets the 413 of every operation that takes a body, and the links between operations
+(``LINKS``) that let a client, or a fuzzer's stateful phase, go from a list to an item to an action on it.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import json
+import re
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote_to_bytes
 
 from fastapi import FastAPI
 from sqlalchemy.orm import Session, sessionmaker
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api import errors
 from api.routers import entries, ingest, invoices, review_items, rulesets, timekeepers, webhooks
@@ -23,6 +33,7 @@ if TYPE_CHECKING:
 
 ROUTERS = (review_items.router, entries.router, ingest.router, rulesets.router, invoices.router, timekeepers.router,
            webhooks.router)
+MAX_BODY_BYTES = 8 * 1024 * 1024  # a 1000-entry ingest batch is about 1.5 MB; rule files and CSVs are smaller
 
 
 class _LazyWorker:
@@ -40,9 +51,202 @@ class _LazyWorker:
         self._worker.enqueue_webhook(event_id)
 
 
+# A JSON escape of NUL or of a UTF-16 surrogate (paired ones are fine; only a full parse tells them apart).
+_SUSPECT_ESCAPE = re.compile(rb"\\u(?:0000|[dD][89a-fA-F][0-9a-fA-F]{2})")
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _bad_text(value: Any, where: str) -> str | None:
+    """Where in a parsed JSON document a string holds NUL or a lone surrogate, if anywhere."""
+    stack = [(value, where)]
+    while stack:
+        item, at = stack.pop()
+        if isinstance(item, str):
+            if "\x00" in item or _SURROGATE.search(item):
+                return at
+        elif isinstance(item, dict):
+            stack.extend((k, f"{at}.{k!r} (key)") for k in item)
+            stack.extend((v, f"{at}.{k}") for k, v in item.items())
+        elif isinstance(item, list):
+            stack.extend((v, f"{at}.{i}") for i, v in enumerate(item))
+    return None
+
+
+def _is_json(content_type: str) -> bool:
+    media = content_type.split(";", 1)[0].strip().lower()
+    return media == "application/json" or media.endswith("+json")
+
+
+class RequestGuard:
+    """Refuses, in the API's error shape, what no route should see: a body over the limit (413, checked against
+    ``Content-Length`` and again while reading), NUL in the path, the query or a body, and in a JSON body a lone
+    surrogate (valid JSON, but not text any database stores) or bytes that are not UTF-8 (422). A body that
+    passes is handed on unchanged."""
+
+    def __init__(self, app: ASGIApp, max_body_bytes: int = MAX_BODY_BYTES) -> None:
+        self.app, self.max_body_bytes = app, max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        refusal = self._check_url(scope)
+        if refusal is not None:
+            await refusal(scope, receive, send)
+            return
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", ())}
+        declared = headers.get("content-length", "").strip()
+        if declared.isdigit() and int(declared) > self.max_body_bytes:
+            await self._too_large()(scope, receive, send)
+            return
+        chunks: list[bytes] = []
+        size, more = 0, True
+        while more:
+            message = await receive()
+            if message["type"] != "http.request":  # the client went away: nothing to answer
+                return
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_body_bytes:
+                await self._too_large()(scope, receive, send)
+                return
+            chunks.append(chunk)
+            more = message.get("more_body", False)
+        body = b"".join(chunks)
+        refusal = self._check_body(body, headers.get("content-type", ""))
+        if refusal is not None:
+            await refusal(scope, receive, send)
+            return
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+    def _too_large(self) -> Any:
+        return errors.error_response(413, "body_too_large",
+                                     f"the request body is larger than the limit of {self.max_body_bytes} bytes")
+
+    @staticmethod
+    def _check_url(scope: Scope) -> Any:
+        raw_path = scope.get("raw_path") or scope.get("path", "").encode("utf-8", "surrogateescape")
+        for where, raw in (("path", raw_path), ("query", scope.get("query_string", b""))):
+            if b"\x00" in unquote_to_bytes(raw):
+                return errors.error_response(422, "invalid_request", f"the {where} may not contain NUL characters",
+                                             [{"where": where, "message": "NUL character"}])
+        return None
+
+    @staticmethod
+    def _check_body(body: bytes, content_type: str) -> Any:
+        if not body:
+            return None
+        if b"\x00" in body:
+            return errors.error_response(422, "invalid_request", "the request body may not contain NUL characters",
+                                         [{"where": "body", "message": "NUL character"}])
+        if not _is_json(content_type):
+            return None  # routes that read text decode it themselves and say so
+        try:
+            body.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            return errors.error_response(422, "invalid_request", "the request body is not UTF-8 text",
+                                         [{"where": "body", "message": f"byte {exc.start}: not UTF-8"}])
+        if not _SUSPECT_ESCAPE.search(body):
+            return None
+        try:
+            parsed = json.loads(body)
+        except ValueError:
+            return None  # not JSON: the route's own validation answers
+        where = _bad_text(parsed, "body")
+        if where is None:
+            return None
+        return errors.error_response(422, "invalid_request", "text in the request body may not contain NUL "
+                                     "characters or lone UTF-16 surrogates", [{"where": where, "message": "not text"}])
+
+
+# Links between operations, by (method, path): response status -> link name -> (target method, target path,
+# parameters, request body or None). Runtime expressions as in OpenAPI 3.1 ``links``.
+_ENTRY = "$response.body#/id"
+LINKS: dict[tuple[str, str], dict[str, dict[str, tuple[str, str, dict[str, Any], Any]]]] = {
+    ("get", "/v1/review-items"): {"200": {
+        "GetEntry": ("get", "/v1/entries/{entry_id}", {"entry_id": "$response.body#/items/0/id"}, None),
+        "GetHistory": ("get", "/v1/entries/{entry_id}/history", {"entry_id": "$response.body#/items/0/id"}, None),
+        "Approve": ("post", "/v1/entries/{entry_id}/approve", {
+            "entry_id": "$response.body#/items/0/id",
+            "header.If-Match": "\"{$response.body#/items/0/version}\""}, None),
+        "Reject": ("post", "/v1/entries/{entry_id}/reject", {
+            "entry_id": "$response.body#/items/0/id",
+            "header.If-Match": "\"{$response.body#/items/0/version}\""}, None),
+        "BulkApprove": ("post", "/v1/review-items/bulk", {}, {
+            "action": "approve", "reason": "checked",
+            "items": [{"id": "$response.body#/items/0/id", "version": "$response.body#/items/0/version"}]}),
+    }},
+    ("get", "/v1/entries/{entry_id}"): {"200": {
+        name: ("post", f"/v1/entries/{{entry_id}}/{action}", {"entry_id": "$request.path.entry_id",
+                                                             "header.If-Match": "$response.header.ETag"}, None)
+        for name, action in (("Approve", "approve"), ("Reject", "reject"), ("Adjust", "adjust"))} | {
+        "PortalRejections": ("get", "/v1/entries/{entry_id}/portal-rejections",
+                             {"entry_id": "$request.path.entry_id"}, None)}},
+    **{("post", f"/v1/entries/{{entry_id}}/{action}"): {"200": {
+        "GetEntry": ("get", "/v1/entries/{entry_id}", {"entry_id": _ENTRY}, None),
+        "GetHistory": ("get", "/v1/entries/{entry_id}/history", {"entry_id": _ENTRY}, None)}}
+       for action in ("approve", "reject", "adjust")},
+    **{(method, path): {status: {
+        name: ("post", f"/v1/rulesets/{{version_id}}/{name.lower()}", {"version_id": pointer}, None)
+        for name in ("Backtest", "Shadow", "Activate")}}
+       for method, path, status, pointer in (("post", "/v1/rulesets", "201", _ENTRY),
+                                             ("get", "/v1/rulesets", "200", "$response.body#/0/id"))},
+    **{(method, path): {status: {
+        "GetInvoice": ("get", "/v1/invoices/{ref}", {"ref": pointer}, None),
+        "GetLedes": ("get", "/v1/invoices/{ref}/ledes", {"ref": pointer}, None),
+        "Void": ("post", "/v1/invoices/{ref}/void", {"ref": pointer}, {"reason": "fuzzed"}),
+        "Poll": ("post", "/v1/invoices/{ref}/poll", {"ref": pointer}, None)}}
+       for method, path, status, pointer in (("post", "/v1/invoices", "201", _ENTRY),
+                                             ("get", "/v1/invoices", "200", "$response.body#/0/id"))},
+    ("post", "/v1/entries"): {"200": {"Queue": ("get", "/v1/review-items", {}, None)}},
+    ("get", "/v1/timekeepers"): {"200": {
+        "GetTimekeeper": ("get", "/v1/timekeepers/{ledes_id}", {"ledes_id": "$response.body#/0/ledes_id"}, None)}},
+}
+
+
+def _amend(spec: dict[str, Any], max_body_bytes: int) -> dict[str, Any]:
+    """The 413 of every operation with a body, and the links between operations."""
+    paths = spec["paths"]
+    too_large = {"description": f"the request body is larger than {max_body_bytes} bytes",
+                 "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorResponse"}}}}
+    for operations in paths.values():
+        for operation in operations.values():
+            if "requestBody" in operation:
+                operation["responses"].setdefault("413", too_large)
+    for (method, path), by_status in LINKS.items():
+        for status, links in by_status.items():
+            response = paths[path][method]["responses"][status]
+            response["links"] = {
+                name: {"operationId": paths[target_path][target_method]["operationId"],
+                       **({"parameters": parameters} if parameters else {}),
+                       **({"requestBody": body} if body is not None else {})}
+                for name, (target_method, target_path, parameters, body) in links.items()}
+    return spec
+
+
+def _document(app: FastAPI, max_body_bytes: int) -> Callable[[], dict[str, Any]]:
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            app.openapi_schema = _amend(generate(), max_body_bytes)
+        return app.openapi_schema
+
+    return openapi
+
+
 def create_app(database_url: str | None = None, *, sessions: sessionmaker[Session] | None = None,
                key_cache_seconds: float = 30.0, worker: Worker | None = None,
-               source_options: Options | None = None) -> FastAPI:
+               source_options: Options | None = None, max_body_bytes: int = MAX_BODY_BYTES) -> FastAPI:
     app = FastAPI(title="ocgate", version="0.1.0",
                   description="Review queue for billing entries checked against Outside Counsel Guidelines.")
     app.state.sessions = sessions or session_factory(make_engine(database_url))
@@ -52,4 +256,6 @@ def create_app(database_url: str | None = None, *, sessions: sessionmaker[Sessio
     errors.install(app)
     for router in ROUTERS:
         app.include_router(router)
+    app.add_middleware(RequestGuard, max_body_bytes=max_body_bytes)
+    app.openapi = _document(app, max_body_bytes)  # type: ignore[method-assign]
     return app

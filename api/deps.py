@@ -6,11 +6,12 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Annotated, Any
 
-from fastapi import Depends, Request
+from fastapi import Depends, Path, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session, sessionmaker
 
 from api.errors import Forbidden, PreconditionRequired, Unauthorized, VersionMismatch
+from engine.errors import NotFound
 from engine.workflows.keys import AUTHOR, BILL, INGEST, READ, REVIEW, Caller, Role, verify
 
 
@@ -64,12 +65,36 @@ def actor(key: Caller) -> str:
     return f"key:{key.name}"
 
 
+# Ids in the API are 64-bit integers (a larger one is a 422). The store's id and version columns are 32-bit on
+# PostgreSQL, so a 64-bit id above that names nothing: it is a 404 (a stale version, a 412) without a query that
+# the database would refuse.
+MAX_ID = 2**63 - 1
+STORED_MAX = 2**31 - 1
+
+
+def _entry_id(entry_id: Annotated[int, Path(ge=1, le=MAX_ID, description="an entry id (64-bit)")]) -> int:
+    if entry_id > STORED_MAX:
+        raise NotFound(f"entry {entry_id} does not exist")
+    return entry_id
+
+
+def _version_id(version_id: Annotated[int, Path(ge=1, le=MAX_ID, description="a rule set version id (64-bit)")]
+                ) -> int:
+    if version_id > STORED_MAX:
+        raise NotFound(f"rule set version {version_id} does not exist")
+    return version_id
+
+
+EntryId = Annotated[int, Depends(_entry_id)]
+VersionId = Annotated[int, Depends(_version_id)]
+
+
 def expected_version(value: str | None) -> int:
     """The entry version an ``If-Match`` header names."""
     if value is None:
         raise PreconditionRequired("send If-Match with the entry's ETag (GET /v1/entries/{id})")
     text = value.strip().removeprefix("W/").strip('"')
-    if not (text.isascii() and text.isdigit()):
+    if not (text.isascii() and text.isdigit() and len(text) <= 10 and int(text) <= STORED_MAX):
         raise VersionMismatch(f"If-Match {value!r} is not an ETag of this API")
     return int(text)
 

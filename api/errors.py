@@ -83,5 +83,8 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code == 400:  # FastAPI's "error parsing the body": an invalid request like any other
+            return error_response(422, "invalid_request", "the request body could not be read as the route's "
+                                  "content type", [{"where": "body", "message": str(exc.detail)}])
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
         return error_response(exc.status_code, code, str(exc.detail))

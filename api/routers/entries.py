@@ -10,7 +10,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Header, Response
 from pydantic import BaseModel, Field
 
-from api.deps import Reader, Reviewer, SessionDep, actor, etag, expected_version
+from api.deps import EntryId, Reader, Reviewer, SessionDep, actor, etag, expected_version
 from api.errors import responses
 from api.schemas import RejectionOut
 from engine.workflows import review
@@ -78,7 +78,7 @@ def _history(actions: list[Any]) -> list[HistoryItem]:
 
 
 @router.get("/v1/entries/{entry_id}", response_model=EntryDetail, responses=responses(404), tags=["review"])
-def get_entry(entry_id: int, session: SessionDep, response: Response, key: Reader) -> EntryDetail:
+def get_entry(entry_id: EntryId, session: SessionDep, response: Response, key: Reader) -> EntryDetail:
     view = review.entry(session, entry_id)
     row = view.row
     response.headers["ETag"] = etag(row.version)
@@ -94,7 +94,7 @@ def get_entry(entry_id: int, session: SessionDep, response: Response, key: Reade
 
 @router.get("/v1/entries/{entry_id}/history", response_model=list[HistoryItem], responses=responses(404),
             tags=["review"])
-def get_history(entry_id: int, session: SessionDep, key: Reader) -> list[HistoryItem]:
+def get_history(entry_id: EntryId, session: SessionDep, key: Reader) -> list[HistoryItem]:
     return _history(review.history(session, entry_id))
 
 
@@ -108,21 +108,21 @@ ACTION_ERRORS = responses(404, 409, 412, 428)
 
 
 @router.post("/v1/entries/{entry_id}/approve", response_model=ActionOut, responses=ACTION_ERRORS, tags=["review"])
-def approve(entry_id: int, body: ActionIn, session: SessionDep, response: Response, key: Reviewer,
+def approve(entry_id: EntryId, body: ActionIn, session: SessionDep, response: Response, key: Reviewer,
             if_match: Annotated[str | None, Header()] = None) -> ActionOut:
     return _respond(review.approve(session, entry_id, expected_version=expected_version(if_match), actor=actor(key),
                                    reason=body.reason), response)
 
 
 @router.post("/v1/entries/{entry_id}/reject", response_model=ActionOut, responses=ACTION_ERRORS, tags=["review"])
-def reject(entry_id: int, body: ActionIn, session: SessionDep, response: Response, key: Reviewer,
+def reject(entry_id: EntryId, body: ActionIn, session: SessionDep, response: Response, key: Reviewer,
            if_match: Annotated[str | None, Header()] = None) -> ActionOut:
     return _respond(review.reject(session, entry_id, expected_version=expected_version(if_match), actor=actor(key),
                                   reason=body.reason), response)
 
 
 @router.post("/v1/entries/{entry_id}/adjust", response_model=ActionOut, responses=ACTION_ERRORS, tags=["review"])
-def adjust(entry_id: int, body: AdjustIn, session: SessionDep, response: Response, key: Reviewer,
+def adjust(entry_id: EntryId, body: AdjustIn, session: SessionDep, response: Response, key: Reviewer,
            if_match: Annotated[str | None, Header()] = None) -> ActionOut:
     return _respond(review.adjust(session, entry_id, expected_version=expected_version(if_match), actor=actor(key),
                                   reason=body.reason, changes=body.changes), response)
@@ -130,7 +130,8 @@ def adjust(entry_id: int, body: AdjustIn, session: SessionDep, response: Respons
 
 @router.get("/v1/entries/{entry_id}/portal-rejections", response_model=list[RejectionOut],
             responses=responses(404), tags=["review"])
-def entry_rejections(entry_id: int, session: SessionDep, key: Reader, open_only: bool = False) -> list[RejectionOut]:
+def entry_rejections(entry_id: EntryId, session: SessionDep, key: Reader,
+                     open_only: bool = False) -> list[RejectionOut]:
     """What clients' portals refused of this entry, with the proposed rule; ``open_only``: not yet answered."""
     return [RejectionOut.model_validate(r, from_attributes=True)
             for r in rejections.of_entry(session, entry_id, open_only=open_only)]

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Body
 from pydantic import BaseModel, Field
 
 from api.deps import Ingester, SessionDep, actor
@@ -13,6 +13,7 @@ from engine.model import Entry
 from engine.workflows import intake
 
 router = APIRouter(tags=["ingest"])
+MAX_BATCH = 1000  # entries per request; a connector with more sends several batches
 
 
 class IngestOut(BaseModel):
@@ -31,6 +32,8 @@ class IngestOut(BaseModel):
 
 
 @router.post("/v1/entries", response_model=IngestOut, responses=responses())
-def post_entries(entries: list[Entry], session: SessionDep, key: Ingester) -> IngestOut:
+def post_entries(entries: Annotated[list[Entry], Body(max_length=MAX_BATCH, description=f"at most {MAX_BATCH} "
+                                                       "entries; more is a 422")],
+                 session: SessionDep, key: Ingester) -> IngestOut:
     result = intake.ingest(session, entries, actor=actor(key), source="api")
     return IngestOut(**{k: v for k, v in result.as_dict().items() if k in IngestOut.model_fields})

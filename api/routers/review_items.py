@@ -9,7 +9,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, ConfigDict, Field
 
-from api.deps import Reader, Reviewer, SessionDep, actor
+from api.deps import MAX_ID, STORED_MAX, Reader, Reviewer, SessionDep, actor
 from api.errors import ErrorBody, responses
 from engine.store.models import EntryState
 from engine.workflows import review
@@ -48,8 +48,8 @@ class ReviewPage(BaseModel):
 
 
 class BulkItem(BaseModel):
-    id: int
-    version: int
+    id: int = Field(ge=1, le=MAX_ID)
+    version: int = Field(ge=0, le=MAX_ID)
 
 
 class BulkIn(BaseModel):
@@ -90,8 +90,21 @@ def list_review_items(
 @router.post("/v1/review-items/bulk", response_model=list[BulkResult], responses=responses())
 def bulk(body: BulkIn, session: SessionDep, key: Reviewer) -> list[BulkResult]:
     """Each item is its own all-or-nothing step: one stale or refused item does not stop the others."""
-    results = review.bulk(session, body.action, [(item.id, item.version) for item in body.items], actor=actor(key),
-                          reason=body.reason, changes=body.changes)
-    return [BulkResult(id=r.entry_id, ok=True, state=r.outcome.state, version=r.outcome.version) if r.outcome
-            else BulkResult(id=r.entry_id, ok=False, error=ErrorBody(code=r.error.code, message=r.error.message))
-            for r in results]
+    stored = [item for item in body.items if item.id <= STORED_MAX and item.version <= STORED_MAX]
+    results = iter(review.bulk(session, body.action, [(item.id, item.version) for item in stored], actor=actor(key),
+                               reason=body.reason, changes=body.changes))
+    out = []
+    for item in body.items:  # an id or version beyond the store's columns names nothing: answered here
+        if item.id > STORED_MAX:
+            out.append(BulkResult(id=item.id, ok=False, error=ErrorBody(code="not_found",
+                                                                        message=f"entry {item.id} does not exist")))
+            continue
+        if item.version > STORED_MAX:
+            out.append(BulkResult(id=item.id, ok=False, error=ErrorBody(
+                code="version_mismatch", message=f"entry {item.id} is not at version {item.version}")))
+            continue
+        r = next(results)
+        out.append(BulkResult(id=r.entry_id, ok=True, state=r.outcome.state, version=r.outcome.version) if r.outcome
+                   else BulkResult(id=r.entry_id, ok=False, error=ErrorBody(code=r.error.code,
+                                                                            message=r.error.message)))
+    return out

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Body, Request
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, Field
 
-from api.deps import Author, Reader, SessionDep, actor
+from api.deps import Author, Reader, SessionDep, VersionId, actor
 from api.errors import responses
 from engine.errors import Invalid
 from engine.store.db import transaction
@@ -71,17 +71,17 @@ def list_rulesets(session: SessionDep, key: Reader, ruleset_id: str | None = Non
 
 
 @router.post("/v1/rulesets/{version_id}/activate", response_model=RuleSetOut, responses=responses(404))
-def activate(version_id: int, session: SessionDep, key: Author) -> RuleSetOut:
+def activate(version_id: VersionId, session: SessionDep, key: Author) -> RuleSetOut:
     return _out(rulesets.activate(session, version_id))
 
 
 @router.post("/v1/rulesets/{version_id}/shadow", response_model=RuleSetOut, responses=responses(404))
-def shadow(version_id: int, session: SessionDep, key: Author) -> RuleSetOut:
+def shadow(version_id: VersionId, session: SessionDep, key: Author) -> RuleSetOut:
     return _out(rulesets.shadow(session, version_id))
 
 
 @router.post("/v1/rulesets/{version_id}/backtest", response_model=BacktestOut, responses=responses(404))
-def backtest(version_id: int, session: SessionDep, key: Author,
+def backtest(version_id: VersionId, session: SessionDep, key: Author,
              as_of: Annotated[dt.date | None, Body(embed=True)] = None) -> BacktestOut:
     """Evaluate a version over the stored entries and compare with the rule set's active version."""
     result = rulesets.backtest(session, version_id, as_of=as_of)

@@ -35,6 +35,12 @@ WEBHOOK_ERRORS = {
 }
 
 
+# The body is read raw (a signature covers its bytes), so it is declared here rather than as a model.
+RAW_BODY = {"security": [], "requestBody": {
+    "required": False, "description": "the delivery exactly as the source sends it; nothing in it is trusted before "
+                                      "the signature or token is verified, and the record is fetched again",
+    "content": {"application/json": {"schema": {}}}}}
+
 TOKEN_ERRORS = {
     **WEBHOOK_ERRORS,
     401: {"model": ErrorResponse, "description": "a missing or wrong token in the path (the signature of sources "
@@ -43,14 +49,14 @@ TOKEN_ERRORS = {
 
 
 @router.post("/v1/webhooks/{source}", response_model=WebhookAck, responses=WEBHOOK_ERRORS,
-             openapi_extra={"security": []})
+             openapi_extra=RAW_BODY)
 async def receive_webhook(source: str, request: Request, sessions: Sessions) -> JSONResponse:
     """Verify, store, acknowledge; the worker re-fetches the record and judges it."""
     return await _receive(source, request, sessions, None)
 
 
 @router.post("/v1/webhooks/{source}/{token}", response_model=WebhookAck, responses=TOKEN_ERRORS,
-             openapi_extra={"security": []})
+             openapi_extra=RAW_BODY)
 async def receive_tokened_webhook(source: str, token: str, request: Request, sessions: Sessions) -> JSONResponse:
     """Check the path's token, store, acknowledge; the worker re-fetches what the delivery names."""
     return await _receive(source, request, sessions, token)

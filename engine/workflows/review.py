@@ -13,7 +13,7 @@ from decimal import Decimal
 from typing import Any
 
 from pydantic import ValidationError
-from sqlalchemy import and_, exists, func, or_, select, text, update
+from sqlalchemy import Text, and_, cast, exists, func, or_, select, text, update
 from sqlalchemy.orm import Session
 
 from engine.entry_io import entry_record
@@ -342,8 +342,10 @@ def queue(session: Session, filters: QueueFilter = QueueFilter(), *, sort: str =
     if filters.source:
         query = query.where(EntryRow.source_system == filters.source)
     if filters.data_quality is not None:
-        flagged = and_(EntryRow.data_quality_flags.is_not(None), func.coalesce(
-            func.json_array_length(EntryRow.data_quality_flags), 0) > 0)
+        # No flags is SQL NULL, JSON null or an empty list; PostgreSQL's json_array_length refuses JSON null, so the
+        # stored text is compared (both databases keep a json value's text as written).
+        flagged = and_(EntryRow.data_quality_flags.is_not(None),
+                       cast(EntryRow.data_quality_flags, Text).not_in(("null", "[]")))
         query = query.where(flagged if filters.data_quality else ~flagged)
     if filters.rule_id or filters.severity:
         conditions = [ViolationRow.entry_id == EntryRow.id, ViolationRow.current.is_(True),

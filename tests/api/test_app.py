@@ -162,6 +162,19 @@ def test_the_queue_filters(world: World) -> None:
     assert queue(world, sort="-work_date") == expected[::-1]
     dates = [item["work_date"] for item in world.get("/v1/review-items", params={"sort": "-work_date"}).json()["items"]]
     assert dates == sorted(dates, reverse=True)
+    # Data-quality flags: an entry with none may be stored as SQL NULL, JSON null or [] (PostgreSQL refuses the
+    # length of a JSON null); only the flagged entry is listed, and every other one without.
+    posted = world.post("/v1/entries", who="connector", json=as_json([recent(
+        "dq", work_date=day(16), data_quality_flags=["NO_MATTER"])]))
+    assert posted.status_code in (200, 201), posted.text
+    with world.sessions() as session:
+        session.execute(EntryRow.__table__.update().where(EntryRow.source_id == "clean1").values(
+            data_quality_flags=None))
+        session.commit()
+        world.ids.update(dict(session.execute(select(EntryRow.source_id, EntryRow.id)).all()))
+    assert queue(world, data_quality="true", state=["in_review", "ready"]) == ["dq"]
+    assert "dq" not in queue(world, data_quality="false", state=["in_review", "ready"])
+    assert "clean1" in queue(world, data_quality="false", state=["in_review", "ready"])
 
 
 def walk(world: World, limit: int, **params: Any) -> list[str]:
@@ -607,6 +620,13 @@ def test_the_openapi_document_lists_every_route_and_its_errors(world: World) -> 
         assert {"404", "409", "412", "428"} <= set(responses)
         assert all(responses[s]["content"]["application/json"]["schema"] == error_ref for s in ("409", "412", "428"))
     assert "400" in spec["paths"]["/v1/review-items"]["get"]["responses"]
+    # Every operation that takes a body declares the 413 of a body over the limit, webhooks included.
+    with_body = [(method, path) for path, operations in spec["paths"].items()
+                 for method, operation in operations.items() if "requestBody" in operation]
+    assert ("post", "/v1/entries") in with_body and ("post", "/v1/webhooks/{source}") in with_body
+    for method, path in with_body:
+        too_large = spec["paths"][path][method]["responses"]["413"]
+        assert too_large["content"]["application/json"]["schema"] == error_ref and "bytes" in too_large["description"]
     assert "201" in spec["paths"]["/v1/rulesets"]["post"]["responses"]
     assert set(spec["paths"]["/v1/rulesets"]["post"]["requestBody"]["content"]) == {"application/yaml", "text/plain"}
     schemas = spec["components"]["schemas"]

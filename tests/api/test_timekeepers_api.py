@@ -47,18 +47,22 @@ def test_admins_import_and_any_key_reads(api: Api) -> None:
     error_of(api.client.get("/v1/timekeepers"), 401, "unauthorized")
     imported = api.call("POST", "/v1/timekeepers/import", content=SAMPLE, headers=CSV)
     assert imported.status_code == 200, imported.text
-    assert imported.json() == {"created": [f"TK{n}" for n in range(1001, 1013)], "updated": [], "unchanged": 0,
-                               "rates_removed": 0, "source_ids_removed": 0}
+    team = ([f"TK{n}" for n in range(1001, 1013)] + ["SYD088", "SYD741", "SYD742", "SYD743", "SYD744", "SYD745"]
+            + [f"INV{n}" for n in range(5101, 5106)])  # the sample table's order
+    assert imported.json() == {"created": team, "updated": [], "unchanged": 0, "rates_removed": 0,
+                               "source_ids_removed": 0}
     again = api.call("POST", "/v1/timekeepers/import", content=SAMPLE, headers=CSV).json()
-    assert (again["created"], again["updated"], again["unchanged"]) == ([], [], 12)
+    assert (again["created"], again["updated"], again["unchanged"]) == ([], [], len(team))
 
     listed = api.call("GET", "/v1/timekeepers", "viewer")
-    assert listed.status_code == 200 and [t["ledes_id"] for t in listed.json()] == imported.json()["created"]
+    assert listed.status_code == 200 and [t["ledes_id"] for t in listed.json()] == sorted(team)
     okafor = api.call("GET", "/v1/timekeepers/TK1002", "viewer").json()
     assert {k: okafor[k] for k in ("name", "first_name", "last_name", "classification", "title")} == {
         "name": "Okafor, Daniel", "first_name": "Daniel", "last_name": "Okafor", "classification": "PARTNR",
         "title": "Partner"}
     assert okafor["source_ids"] == [{"source_system": "clio", "source_user_id": "345679"},
+                                    {"source_system": "efimis",
+                                     "source_user_id": "e0000000-0000-4000-8000-000000001002"},
                                     {"source_system": "sample", "source_user_id": "TK1002"}]
     assert okafor["rates"] == [  # money as exact decimal strings, never floats
         {"rate": "695.00", "currency": "GBP", "effective_from": "2025-01-01", "effective_to": None},
@@ -69,13 +73,14 @@ def test_admins_import_and_any_key_reads(api: Api) -> None:
 
 def test_a_bad_file_gets_422_with_each_problem_positioned(api: Api) -> None:
     bad = SAMPLE + "TK1013,Ines,Alves,Partner,,sample,TK1001,1050,USD,2026-01-01,2025-12-31\n"
+    line = len(SAMPLE.splitlines()) + 1
     error = error_of(api.call("POST", "/v1/timekeepers/import", content=bad, headers=CSV), 422,
                      "invalid_timekeepers")
     assert error["message"] == "upload: 2 problems; nothing was imported"
     assert error["details"] == [
-        {"line": 37, "column": "source_user_id",
+        {"line": line, "column": "source_user_id",
          "message": "sample user TK1001 is already TK1001's (line 2); a source user is one timekeeper"},
-        {"line": 37, "column": "effective_to", "message": "2025-12-31 is before effective_from 2026-01-01"}]
+        {"line": line, "column": "effective_to", "message": "2025-12-31 is before effective_from 2026-01-01"}]
     assert api.call("GET", "/v1/timekeepers").json() == []
     latin1 = "ledes_id,first_name,last_name,title\nTK1,Zoë,Lee,Partner\n".encode("latin-1")
     error_of(api.call("POST", "/v1/timekeepers/import", content=latin1, headers=CSV), 422, "invalid_timekeepers")

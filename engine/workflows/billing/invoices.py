@@ -483,7 +483,7 @@ def get(session: Session, invoice_id: int | str) -> InvoiceRow:
     text = str(invoice_id)
     if isinstance(invoice_id, int) or (text.isascii() and text.isdigit()):
         number = int(invoice_id)
-        found = session.get(InvoiceRow, number) if 0 < number < 2**63 else None
+        found = session.get(InvoiceRow, number) if 0 < number < 2**31 else None  # ids are 32-bit on PostgreSQL
         if found is None:
             found = session.scalar(select(InvoiceRow).where(InvoiceRow.number == str(invoice_id)))
     else:
