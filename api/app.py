@@ -13,7 +13,9 @@ The OpenAPI document gets the 413 of every operation that takes a body, and the 
 from __future__ import annotations
 
 import json
+import logging
 import re
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote_to_bytes
@@ -22,8 +24,8 @@ from fastapi import FastAPI
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from api import errors
-from api.routers import entries, ingest, invoices, review_items, rulesets, timekeepers, webhooks
+from api import errors, logs
+from api.routers import entries, health, ingest, invoices, review_items, rulesets, timekeepers, webhooks
 from connectors.sources.registry import Options
 from engine.store.db import make_engine, session_factory
 from engine.workflows.keys import KeyCache
@@ -32,7 +34,7 @@ if TYPE_CHECKING:
     from api.worker import Worker
 
 ROUTERS = (review_items.router, entries.router, ingest.router, rulesets.router, invoices.router, timekeepers.router,
-           webhooks.router)
+           webhooks.router, health.router)
 MAX_BODY_BYTES = 8 * 1024 * 1024  # a 1000-entry ingest batch is about 1.5 MB; rule files and CSVs are smaller
 
 
@@ -168,6 +170,82 @@ class RequestGuard:
                                      "characters or lone UTF-16 surrogates", [{"where": where, "message": "not text"}])
 
 
+# Sent with every response. The API answers JSON (and LEDES text) only, so nothing may be framed, sniffed, or run
+# as a page; the interactive docs load Swagger UI and ReDoc from a CDN, so their pages get a policy that allows it.
+SECURITY_HEADERS = (
+    (b"x-content-type-options", b"nosniff"),
+    (b"x-frame-options", b"DENY"),
+    (b"referrer-policy", b"no-referrer"),
+    (b"cross-origin-opener-policy", b"same-origin"),
+    (b"cross-origin-resource-policy", b"same-origin"),
+    (b"permissions-policy", b"camera=(), microphone=(), geolocation=(), payment=()"),
+)
+API_CSP = b"default-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
+DOCS_CSP = (b"default-src 'none'; script-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net; "
+            b"style-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net https://fonts.googleapis.com; "
+            b"font-src https://fonts.gstatic.com; img-src 'self' data: https://fastapi.tiangolo.com; "
+            b"connect-src 'self'; worker-src blob:; frame-ancestors 'none'; base-uri 'none'")
+HSTS = b"max-age=31536000; includeSubDomains"  # only over HTTPS (a proxy's X-Forwarded-Proto, see docs/deployment.md)
+REQUEST_ID_HEADER = b"x-request-id"
+access_log = logging.getLogger(logs.ACCESS_LOGGER)
+error_log = logging.getLogger("ocgate.api")
+
+
+class RequestContext:
+    """The outermost layer of the app: gives each request an id (the client's ``X-Request-ID`` if it is a sane one,
+    else a new one) that every log record written while answering carries and the response echoes; adds the
+    security headers to every response, errors included; writes one access-log line per request; and turns an
+    exception no handler took into the API's JSON 500, logged with its traceback and the request id."""
+
+    def __init__(self, app: ASGIApp, docs_paths: frozenset[str] = frozenset()) -> None:
+        self.app, self.docs_paths = app, docs_paths
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        offered = next((v.decode("latin-1") for k, v in scope.get("headers", ()) if k.lower() == REQUEST_ID_HEADER),
+                       None)
+        rid = logs.new_request_id(offered)
+        token = logs.request_id.set(rid)
+        started, status = time.perf_counter(), 0
+        csp = DOCS_CSP if scope.get("path") in self.docs_paths else API_CSP
+        https = scope.get("scheme") == "https"
+
+        async def send_with_headers(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                present = {k.lower() for k, _ in message.get("headers", ())}
+                extra = [(k, v) for k, v in SECURITY_HEADERS if k not in present]
+                if b"content-security-policy" not in present:
+                    extra.append((b"content-security-policy", csp))
+                if https:
+                    extra.append((b"strict-transport-security", HSTS))
+                if b"cache-control" not in present:
+                    extra.append((b"cache-control", b"no-store"))
+                extra.append((REQUEST_ID_HEADER, rid.encode("ascii")))
+                message = {**message, "headers": [*message.get("headers", ()), *extra]}
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_headers)
+        except Exception:
+            error_log.exception("unhandled error answering %s %s", scope.get("method"), scope.get("path"),
+                                extra={"request_id": rid})
+            if status == 0:  # nothing sent yet: the client gets the API's error shape, with the id to quote
+                await errors.error_response(500, "internal_error", f"the server failed to answer; quote request "
+                                            f"id {rid} to the administrator")(scope, receive, send_with_headers)
+            # else the response was under way: the server closes the connection, the client sees it cut short
+        finally:
+            client = scope.get("client")
+            access_log.info("%s %s %s", scope.get("method"), scope.get("path"), status or "-", extra={
+                "request_id": rid, "method": scope.get("method"), "path": scope.get("path"), "status": status or None,
+                "duration_ms": round((time.perf_counter() - started) * 1000, 1),
+                "client": client[0] if client else None})
+            logs.request_id.reset(token)
+
+
 # Links between operations, by (method, path): response status -> link name -> (target method, target path,
 # parameters, request body or None). Runtime expressions as in OpenAPI 3.1 ``links``.
 _ENTRY = "$response.body#/id"
@@ -257,5 +335,7 @@ def create_app(database_url: str | None = None, *, sessions: sessionmaker[Sessio
     for router in ROUTERS:
         app.include_router(router)
     app.add_middleware(RequestGuard, max_body_bytes=max_body_bytes)
+    docs = frozenset(p for p in (app.docs_url, app.redoc_url, app.swagger_ui_oauth2_redirect_url) if p)
+    app.add_middleware(RequestContext, docs_paths=docs)  # added last: outside the guard, so its refusals get it too
     app.openapi = _document(app, max_body_bytes)  # type: ignore[method-assign]
     return app

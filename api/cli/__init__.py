@@ -14,6 +14,7 @@ import os
 import sys
 from collections.abc import Sequence
 
+from api import logs
 from api.cli import (
     database,
     demo,
@@ -46,6 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ocgate", description="Check billing entries against Outside Counsel "
                                      "Guidelines before the invoice leaves the firm.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log what the engine does")
+    parser.add_argument("--log-format", choices=logs.FORMATS, default=None,
+                        help=f"log lines as plain text (the default) or one JSON object each (env {logs.FORMAT_ENV})")
     sub = parser.add_subparsers(dest="command", required=True)
     for group in GROUPS:
         group.add_parser(sub)
@@ -55,8 +58,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        format="ocgate: %(message)s", stream=sys.stderr)
+    try:
+        logs.configure(args.log_format, logging.INFO if args.verbose else logging.WARNING)
+    except ValueError as exc:  # OCGATE_LOG_FORMAT set to something else
+        parser.error(str(exc))
     try:
         return args.handler(args)
     except BackendUnavailable as exc:

@@ -591,6 +591,7 @@ ROUTES = {("get", "/v1/review-items"), ("post", "/v1/review-items/bulk"), ("get"
           ("get", "/v1/timekeepers"), ("get", "/v1/timekeepers/{ledes_id}"), ("post", "/v1/timekeepers/import")}
 SIGNED = {("post", "/v1/webhooks/{source}"),  # authenticated by the source's signature, not an API key
           ("post", "/v1/webhooks/{source}/{token}")}  # or by a token in the path (mattero signs nothing)
+PROBES = {("get", "/healthz"), ("get", "/readyz")}  # no key: a load balancer asks (tests/api/test_health.py)
 
 
 def test_the_openapi_document_lists_every_route_and_its_errors(world: World) -> None:
@@ -601,7 +602,9 @@ def test_the_openapi_document_lists_every_route_and_its_errors(world: World) -> 
     served = {(method.lower(), context.path)  # every route, the routers' included
               for context in iter_route_contexts(world.client.app.routes)  # type: ignore[attr-defined]
               if isinstance(context.original_route, APIRoute) for method in context.methods or ()}
-    assert documented == served == ROUTES | SIGNED
+    assert documented == served == ROUTES | SIGNED | PROBES
+    assert "503" in spec["paths"]["/readyz"]["get"]["responses"]
+    assert all("security" not in spec["paths"][path][method] for method, path in PROBES)
     error_ref = {"$ref": "#/components/schemas/ErrorResponse"}
     for method, path in SIGNED:
         responses = spec["paths"][path][method]["responses"]
