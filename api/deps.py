@@ -1,8 +1,11 @@
-"""What every router depends on: a database session per request, the caller's API key and role, and the
-``If-Match`` precondition of review actions."""
+"""What every router depends on: a database session per request, the caller's API key and role (with failed
+key attempts limited per client address, ``api/ratelimit.py``), and the ``If-Match`` precondition of review
+actions."""
 
 from __future__ import annotations
 
+import os
+import threading
 from collections.abc import Iterator
 from typing import Annotated, Any
 
@@ -10,7 +13,9 @@ from fastapi import Depends, Path, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session, sessionmaker
 
-from api.errors import Forbidden, PreconditionRequired, Unauthorized, VersionMismatch
+from api import redact
+from api.errors import Forbidden, PreconditionRequired, TooManyAttempts, Unauthorized, VersionMismatch
+from api.ratelimit import LIMIT, WINDOW_SECONDS, FailedKeyLimiter
 from engine.errors import NotFound
 from engine.workflows.keys import AUTHOR, BILL, INGEST, READ, REVIEW, Caller, Role, verify
 
@@ -34,12 +39,43 @@ Sessions = Annotated[sessionmaker[Session], Depends(sessions)]
 bearer = HTTPBearer(auto_error=False, description="an API key from `ocgate keys create`")
 
 
+# Every process that serves or calls the API imports this module, also when ocgate is embedded without its
+# logging setup (api/logs.py installs the same filter): the HTTP libraries' log lines lose their secrets.
+redact.install()
+
+ATTEMPTS_ENV, WINDOW_ENV = "OCGATE_KEY_ATTEMPTS", "OCGATE_KEY_ATTEMPT_WINDOW"
+_limiter_lock = threading.Lock()
+
+
+def key_limiter(request: Request) -> FailedKeyLimiter:
+    """The app's counter of failed key attempts, made on first use (``app.state.key_limiter``; a test or a
+    deployment may set its own). ``OCGATE_KEY_ATTEMPTS`` failures in ``OCGATE_KEY_ATTEMPT_WINDOW`` seconds
+    lock an address out."""
+    state = request.app.state
+    with _limiter_lock:
+        limiter = getattr(state, "key_limiter", None)
+        if limiter is None:
+            limiter = state.key_limiter = FailedKeyLimiter(
+                int(os.environ.get(ATTEMPTS_ENV) or LIMIT), float(os.environ.get(WINDOW_ENV) or WINDOW_SECONDS))
+    return limiter
+
+
+def client_address(request: Request) -> str:
+    return request.client.host if request.client is not None else "unknown"
+
+
 def caller(request: Request, session: SessionDep,
            credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)] = None) -> Caller:
+    limiter, address = key_limiter(request), client_address(request)
+    wait = limiter.retry_after(address)
+    if wait is not None:  # locked out: the key is not even looked at, so the answer tells a guesser nothing
+        raise TooManyAttempts(f"too many failed API key attempts from this address; try again in {wait} s",
+                              retry_after=wait)
     if credentials is None or credentials.scheme.lower() != "bearer":
         raise Unauthorized("send an API key: Authorization: Bearer ocg_...")
     key = verify(session, credentials.credentials, request.app.state.key_cache)
     if key is None:
+        limiter.failed(address)  # only a key presented and refused counts; a forgotten header is not a guess
         raise Unauthorized("unknown or revoked API key")
     return key
 

@@ -44,16 +44,28 @@ class VersionMismatch(OcgateError):
     code, status = "version_mismatch", 412
 
 
+class TooManyAttempts(OcgateError):
+    """Too many failed API key attempts from one address: answered with ``Retry-After``."""
+
+    code, status = "too_many_attempts", 429
+
+    def __init__(self, message: str, *, retry_after: int):
+        super().__init__(message)
+        self.headers = {"Retry-After": str(retry_after)}
+
+
 DESCRIBED = {400: "bad request", 401: "no or unknown API key", 403: "the key's role may not do this",
              404: "not found", 409: "not in a state that allows this",
              412: "If-Match does not match the entry's current version", 422: "the request or its content is invalid",
-             428: "If-Match is required", 502: "the destination refused the invoice",
+             428: "If-Match is required",
+             429: "too many failed API key attempts from this address; wait as long as Retry-After says",
+             502: "the destination refused the invoice",
              503: "the destination could not be reached; submit again later (nothing is sent twice)"}
 
 
 def responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
-    """The error responses of a route for its OpenAPI document: 401, 403 and 422 always, and ``statuses``."""
-    return {s: {"model": ErrorResponse, "description": DESCRIBED[s]} for s in (401, 403, 422, *statuses)}
+    """The error responses of a route for its OpenAPI document: 401, 403, 422 and 429 always, and ``statuses``."""
+    return {s: {"model": ErrorResponse, "description": DESCRIBED[s]} for s in (401, 403, 422, 429, *statuses)}
 
 
 class _ErrorJSON(JSONResponse):
@@ -74,7 +86,9 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(OcgateError)
     async def _engine_error(request: Request, exc: OcgateError) -> JSONResponse:
-        return error_response(exc.status, exc.code, exc.message, exc.details() or None)
+        response = error_response(exc.status, exc.code, exc.message, exc.details() or None)
+        response.headers.update(getattr(exc, "headers", None) or {})
+        return response
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:

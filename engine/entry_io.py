@@ -45,9 +45,32 @@ def _problems(file: str, line: int, exc: ValidationError) -> list[str]:
     return out
 
 
+MAX_DEPTH = 32  # of nested objects and arrays in one record (raw_payload is the only field that nests)
+
+
+def _depth(value: Any) -> int:
+    """How deeply objects and arrays nest in ``value`` (without recursion: the value may be hostile)."""
+    deepest, stack = 0, [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            stack.extend((v, depth + 1) for v in item.values())
+        elif isinstance(item, list):
+            stack.extend((v, depth + 1) for v in item)
+        else:
+            continue
+        deepest = max(deepest, depth + 1)
+        if deepest > MAX_DEPTH:
+            break
+    return deepest
+
+
 def _build(record: Any, file: str, line: int, problems: list[str]) -> Entry | None:
     if not isinstance(record, dict):
         problems.append(f"{file}:{line}: expected an object with the entry's fields")
+        return None
+    if _depth(record) > MAX_DEPTH:
+        problems.append(f"{file}:{line}: objects and arrays nest more than {MAX_DEPTH} levels deep")
         return None
     try:
         return Entry.model_validate(record)
@@ -119,9 +142,15 @@ def _lenient(read: MappedRead, file: str) -> EntryRead:
 def _canonical_entries(path: Path, max_problems: int) -> list[Entry]:
     file = str(path)
     try:
-        text = path.read_text(encoding="utf-8-sig")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise EntryFileError([f"{file}: cannot read: {exc}"]) from None
+        data = path.read_bytes()
+    except OSError as exc:
+        raise EntryFileError([f"{file}: cannot read: {exc.strerror or exc}"]) from None
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        column = exc.start - (data.rfind(b"\n", 0, exc.start) + 1) + 1
+        raise EntryFileError([f"{file}:{line}:{column}: not UTF-8 text (byte {data[exc.start]:#04x})"]) from None
     problems: list[str] = []
     entries: list[Entry] = []
     for line, record in _records(text, path, problems):
@@ -142,10 +171,7 @@ def _records(text: str, path: Path, problems: list[str]) -> Iterator[tuple[int, 
     if suffix == ".csv":
         yield from _csv_records(text, path, problems)
     elif suffix == ".json" or (suffix not in (".jsonl", ".ndjson") and stripped.startswith("[")):
-        try:
-            yield from _json_array_records(text)
-        except json.JSONDecodeError as exc:
-            problems.append(f"{path}:{exc.lineno}:{exc.colno}: invalid JSON: {exc.msg}")
+        yield from _json_array_records(text, path, problems)
     else:
         for number, raw in enumerate(text.splitlines(), 1):
             if not raw.strip():
@@ -154,26 +180,45 @@ def _records(text: str, path: Path, problems: list[str]) -> Iterator[tuple[int, 
                 yield number, json.loads(raw, parse_float=Decimal)
             except json.JSONDecodeError as exc:
                 problems.append(f"{path}:{number}:{exc.colno}: invalid JSON: {exc.msg}")
+            except (RecursionError, ValueError) as exc:
+                problems.append(f"{path}:{number}: {_unreadable(exc)}")
 
 
 _DECODER = json.JSONDecoder(parse_float=Decimal)
 _SPACE = re.compile(r"[\s,]*")
 
 
-def _json_array_records(text: str) -> Iterator[tuple[int, Any]]:
-    """The records of a JSON array (or one object), each with the line it starts on."""
+def _unreadable(exc: Exception) -> str:
+    """What a JSON parse that failed outside the grammar ran into: nesting beyond the parser's stack, or an
+    integer too long to convert."""
+    if isinstance(exc, RecursionError):
+        return f"invalid JSON: objects and arrays nest too deeply (at most {MAX_DEPTH} levels are read)"
+    return "invalid JSON: a number is too long"
+
+
+def _json_array_records(text: str, path: Path, problems: list[str]) -> Iterator[tuple[int, Any]]:
+    """The records of a JSON array (or one object), each with the line it starts on; a syntax error is added to
+    ``problems`` with its line and column and ends the read."""
     start = _SPACE.match(text).end()
-    if not text.startswith("[", start):
-        yield text.count("\n", 0, start) + 1, _DECODER.decode(text)
-        return
-    position = start + 1
-    while True:
-        position = _SPACE.match(text, position).end()
-        if text.startswith("]", position):
+    position = start
+    try:
+        if not text.startswith("[", start):
+            yield text.count("\n", 0, start) + 1, _DECODER.decode(text)
             return
-        record, end = _DECODER.raw_decode(text, position)
-        yield text.count("\n", 0, position) + 1, record
-        position = end
+        position = start + 1
+        while True:
+            position = _SPACE.match(text, position).end()
+            if text.startswith("]", position):
+                return
+            record, end = _DECODER.raw_decode(text, position)
+            yield text.count("\n", 0, position) + 1, record
+            position = end
+    except json.JSONDecodeError as exc:
+        problems.append(f"{path}:{exc.lineno}:{exc.colno}: invalid JSON: {exc.msg}")
+    except (RecursionError, ValueError) as exc:
+        line = text.count("\n", 0, position) + 1
+        column = position - (text.rfind("\n", 0, position) + 1) + 1
+        problems.append(f"{path}:{line}:{column}: {_unreadable(exc)}")
 
 
 def _csv_records(text: str, path: Path, problems: list[str]) -> Iterator[tuple[int, dict[str, Any]]]:

@@ -40,29 +40,52 @@ class EntryStatus(StrEnum):
     DELETED = "deleted"
 
 
+# Bounds on every Decimal field: far beyond any real amount, rate, hours or quantity, and small enough that the
+# engine's arithmetic (products, remainders, rounding to cents) stays exact within Decimal's default 28 digits.
+MAX_MAGNITUDE = 10**12
+MAX_PLACES = 10
+MAX_DURATION_SECONDS = 10**12
+
+
+def _bounded(number: Decimal, shown: Any) -> Decimal:
+    if not number.is_finite():
+        raise ValueError(f"{shown!r} is not a finite number")
+    # Without arithmetic, which itself overflows on an exponent beyond the context's limits.
+    if number and number.adjusted() >= 12:
+        raise ValueError(f"{shown!r} is out of range (at most 12 digits before the decimal point)")
+    _, digits, exponent = number.as_tuple()
+    significant = len(digits) - len("".join(map(str, digits)).rstrip("0"))
+    if number and int(exponent) + significant < -MAX_PLACES:
+        raise ValueError(f"{shown!r} has more than {MAX_PLACES} decimal places")
+    return number
+
+
 def _decimal(value: Any) -> Any:
-    """Accept Decimal, int or a numeric string; refuse floats, whose binary value is not the amount."""
-    if value is None or isinstance(value, Decimal):
+    """Accept Decimal, int or a numeric string; refuse floats, whose binary value is not the amount, and numbers
+    that are not finite or outside the bounds above."""
+    if value is None:
         return value
+    if isinstance(value, Decimal):
+        return _bounded(value, value)
     if isinstance(value, bool):
         raise ValueError("expected a number, got a boolean")
     if isinstance(value, float):
         raise ValueError("floats are not accepted for money or hours; pass a string such as \"12.50\"")
     if isinstance(value, int):
+        if abs(value) >= MAX_MAGNITUDE:
+            raise ValueError(f"{value} is out of range (at most 12 digits before the decimal point)")
         return Decimal(value)
-    if isinstance(value, Decimal) and not value.is_finite():
-        raise ValueError("not a finite number")
     if isinstance(value, str):
         text = value.strip().replace(",", "") if value.strip() else ""
         if text == "":
             return None
+        if len(text) > 64:
+            raise ValueError(f"{value[:20]!r}... is not a number of a sane length")
         try:
             number = Decimal(text)
         except InvalidOperation:
             raise ValueError(f"{value!r} is not a number") from None
-        if not number.is_finite():
-            raise ValueError(f"{value!r} is not a finite number")
-        return number
+        return _bounded(number, value)
     raise ValueError(f"expected a decimal number, got {type(value).__name__}")
 
 
@@ -127,7 +150,7 @@ class Entry(BaseModel):
 
     # when and how much
     work_date: dt.date
-    duration_seconds_raw: int | None = None
+    duration_seconds_raw: int | None = Field(default=None, ge=-MAX_DURATION_SECONDS, le=MAX_DURATION_SECONDS)
     hours_worked: Quantity = None
     hours_billed: Quantity = None
     quantity: Quantity = None

@@ -82,12 +82,15 @@ def load_text(text: str, file: str = "<text>") -> RuleSet:
         doc = parse(text, file)
     except YamlError as exc:
         raise RuleSetError([exc.problem]) from None
-    found = _schema_problems(doc)
-    # Rules whose shape is wrong are skipped in the semantic stage, so one run reports everything else too.
-    broken = {path[1] for path, _ in found if len(path) >= 2 and path[0] == "rules" and isinstance(path[1], int)}
-    if any(not (len(path) >= 2 and path[0] == "rules" and isinstance(path[1], int)) for path, _ in found):
-        raise RuleSetError([problem for _, problem in found])
-    ruleset, problems = _build(doc, text, skip=broken)
+    try:
+        found = _schema_problems(doc)
+        # Rules whose shape is wrong are skipped in the semantic stage, so one run reports everything else too.
+        broken = {path[1] for path, _ in found if len(path) >= 2 and path[0] == "rules" and isinstance(path[1], int)}
+        if any(not (len(path) >= 2 and path[0] == "rules" and isinstance(path[1], int)) for path, _ in found):
+            raise RuleSetError([problem for _, problem in found])
+        ruleset, problems = _build(doc, text, skip=broken)
+    except RecursionError:  # conditions nested within the YAML limit but beyond what validation can walk
+        raise RuleSetError([Problem(file, 1, 1, "", "conditions nest too deeply to check")]) from None
     problems = sorted([problem for _, problem in found] + problems, key=lambda p: (p.line, p.column, p.message))
     if problems:
         raise RuleSetError(problems)

@@ -39,6 +39,7 @@ class Document:
     data: Any
     positions: dict[Path, tuple[int, int]] = field(default_factory=dict)
     key_positions: dict[Path, tuple[int, int]] = field(default_factory=dict)
+    nodes: int = 0  # values converted so far
 
     def position(self, path: Path, key: bool = False) -> tuple[int, int]:
         """Line and column (1-based) of the deepest node on ``path`` that exists (of its key if ``key``)."""
@@ -71,9 +72,29 @@ _BOOL = "tag:yaml.org,2002:bool"
 _NULL = "tag:yaml.org,2002:null"
 
 
+MAX_DEPTH = 64  # nested mappings and lists; PyYAML composes recursively, so a hostile file must stop sooner
+MAX_NODES = 200_000  # values after aliases are expanded (a few aliases of aliases can stand for billions)
+
+
+def _check_depth(text: str, file: str) -> None:
+    """Refuse a document nested more than ``MAX_DEPTH`` levels, at the node that goes too deep. The event
+    parser keeps its own stack (it does not recurse), so this pass is safe where composing is not."""
+    depth = 0
+    for event in yaml.parse(text, Loader=yaml.SafeLoader):
+        if isinstance(event, yaml.CollectionStartEvent):
+            depth += 1
+            if depth > MAX_DEPTH:
+                mark = event.start_mark
+                raise YamlError(Problem(file, mark.line + 1, mark.column + 1, "",
+                                        f"mappings and lists nest more than {MAX_DEPTH} levels deep"))
+        elif isinstance(event, yaml.CollectionEndEvent):
+            depth -= 1
+
+
 def parse(text: str, file: str) -> Document:
     """Parse one YAML document; a syntax error becomes a :class:`YamlError` with its position."""
     try:
+        _check_depth(text, file)
         root = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
@@ -90,6 +111,9 @@ def parse(text: str, file: str) -> Document:
 
 
 def _convert(node: yaml.Node, path: Path, doc: Document) -> Any:
+    doc.nodes += 1
+    if doc.nodes > MAX_NODES or len(path) > MAX_DEPTH:  # aliases expanded: too many values, or an alias of itself
+        raise YamlError(doc.problem(path, f"aliases expand to more than {MAX_NODES} values or {MAX_DEPTH} levels"))
     doc.positions.setdefault(path, (node.start_mark.line + 1, node.start_mark.column + 1))
     if isinstance(node, yaml.MappingNode):
         result: dict[Any, Any] = {}
