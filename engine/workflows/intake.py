@@ -33,6 +33,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import zlib
 from collections.abc import Callable, Collection, Container, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -71,6 +72,8 @@ WITHDRAWN_STATUSES = {EntryStatus.VOID, EntryStatus.DELETED}
 CHUNK = 500
 LOOKUP_CHUNK = 2000  # entry uids or ids per SELECT ... IN (...)
 DAY_TERMS = 250  # (date AND keys) terms ORed in one SELECT: SQLite refuses an expression over 1,000 deep
+DAY_LOCKS = 1024  # PostgreSQL advisory locks the timekeeper-days hash into (see lock_days)
+_LOCK_SPACE = 0x6F636764  # the first key of ocgate's two-key advisory locks ("ocgd")
 WRITE_CHUNK = 1000  # rows per bulk INSERT or UPDATE
 COUNTED = (EntryState.READY, EntryState.IN_REVIEW, EntryState.HELD, EntryState.INVOICED, EntryState.CONFLICT)
 REJUDGED = (EntryState.READY, EntryState.IN_REVIEW, EntryState.HELD)
@@ -133,6 +136,23 @@ def _day(entry: Entry) -> Day | None:
     return (key, entry.work_date) if key is not None and entry.entry_kind is EntryKind.TIME else None
 
 
+def lock_days(session: Session, days: Iterable[Day | None]) -> None:
+    """Hold, until the transaction ends, the timekeeper-days that it is about to judge (PostgreSQL).
+
+    Judging a day reads its stored entries and may write them all (their findings, state and version). Two
+    transactions doing that for the same day at once would each write what it read before the other committed:
+    a reviewer's approval undone by a neighbour's re-judging, or a deadlock. Every path that judges days (ingest,
+    and each review action) takes the days' locks first, in one order, so such transactions run one after the
+    other. Days hash into DAY_LOCKS buckets: a batch over years of days holds at most that many locks. SQLite
+    needs none: it lets one transaction write at a time, and each takes its write lock before it reads."""
+    if session.get_bind().dialect.name != "postgresql":
+        return
+    buckets = sorted({zlib.crc32(f"{day[0]}\x1f{day[1].isoformat()}".encode()) % DAY_LOCKS for day in days if day})
+    if buckets:  # taken in the array's (sorted) order, one row of the function scan at a time: no deadlocks
+        session.execute(text("SELECT count(pg_advisory_xact_lock(:space, b)) FROM unnest(CAST(:buckets AS integer[]))"
+                             " AS b"), {"space": _LOCK_SPACE, "buckets": buckets})
+
+
 def _stored_day(key: str | None, work_date: dt.date) -> Day | None:
     """A stored row's day, from its columns: the day a changed or withdrawn entry leaves."""
     return (key, work_date) if key is not None else None
@@ -183,9 +203,17 @@ def ingest(
     session.flush()
     result = IngestResult(batch_id=batch.id, received=len(incoming))
 
-    # What deciding needs of the stored rows (the records of those that changed are read further down).
-    existing: dict[str, Row[Any]] = {}
+    # What deciding needs of the stored rows (the records of those that changed are read further down), read
+    # once the days the batch touches are held: the days entries arrive on, and those stored rows leave.
     uids = list(incoming)
+    if session.get_bind().dialect.name == "postgresql":
+        days: set[Day | None] = {_day(entry) for entry in incoming.values()}
+        for start in range(0, len(uids), LOOKUP_CHUNK):
+            days.update(_stored_day(key, work_date) for key, work_date in session.execute(
+                select(EntryRow.timekeeper_key, EntryRow.work_date)
+                .where(EntryRow.entry_uid.in_(uids[start:start + LOOKUP_CHUNK]))))
+        lock_days(session, days)
+    existing: dict[str, Row[Any]] = {}
     for start in range(0, len(uids), LOOKUP_CHUNK):
         existing.update((row.entry_uid, row) for row in session.execute(
             select(EntryRow.entry_uid, EntryRow.id, EntryRow.source_version, EntryRow.state, EntryRow.version)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -30,7 +31,7 @@ from engine.store.models import (
     ViolationRow,
 )
 from engine.workflows.billing.rejections import open_portal_rejections, resolve_portal_rejections
-from engine.workflows.intake import reevaluate, rejudge_days
+from engine.workflows.intake import lock_days, reevaluate, rejudge_days
 
 ADJUSTABLE = ("rate", "hours_billed", "narrative", "utbms_task_code", "utbms_activity_code", "utbms_expense_code")
 CENT = Decimal("0.01")
@@ -77,6 +78,7 @@ def _claim(session: Session, entry_id: int, expected_version: int) -> EntryRow:
         raise NotFound(f"entry {entry_id} does not exist")
     if not 0 <= expected_version < 2**62:
         raise StaleVersion(f"entry {entry_id} was never at version {expected_version}")
+    _lock_days(session, [entry_id])  # before the claim: actions on one day run one after the other
     claimed = session.execute(
         update(EntryRow).where(EntryRow.id == entry_id, EntryRow.version == expected_version)
         .values(version=expected_version + 1).execution_options(synchronize_session=False))
@@ -89,6 +91,15 @@ def _claim(session: Session, entry_id: int, expected_version: int) -> EntryRow:
     row = session.scalar(select(EntryRow).where(EntryRow.id == entry_id).execution_options(populate_existing=True))
     assert row is not None
     return row
+
+
+def _lock_days(session: Session, entry_ids: Sequence[int]) -> None:
+    """Hold the days of these entries (intake.lock_days): an action re-judges its entry's day, and a neighbour's
+    action may re-judge this entry."""
+    ids = [entry_id for entry_id in entry_ids if 0 < entry_id < 2**31]
+    if ids and session.get_bind().dialect.name == "postgresql":
+        lock_days(session, [(key, work_date) for key, work_date in session.execute(
+            select(EntryRow.timekeeper_key, EntryRow.work_date).where(EntryRow.id.in_(ids))) if key is not None])
 
 
 def _open_violations(session: Session, entry_id: int) -> list[ViolationRow]:
@@ -237,6 +248,7 @@ def bulk(session: Session, action: str, items: list[tuple[int, int]], *, actor: 
     """One action on many (entry id, expected version) pairs. Each item is its own all-or-nothing step: one
     stale or refused item does not stop the others."""
     results = []
+    _lock_days(session, [entry_id for entry_id, _ in items])  # all at once, in order: no two bulks deadlock
     for entry_id, version in items:
         try:
             with session.begin_nested():
