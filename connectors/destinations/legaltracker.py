@@ -55,7 +55,6 @@ assumed; the public pages do not show where a whole-invoice rejection reason is 
 from __future__ import annotations
 
 import datetime as dt
-import email.utils
 import hashlib
 import json
 import time
@@ -68,6 +67,7 @@ from urllib.parse import urljoin
 import httpx
 
 from connectors.destinations.directory import build_package, check_package
+from connectors.http import retry_after
 from engine.ledes import FORMATS, LedesInvoice
 from engine.workflows.billing.destinations import (
     DestinationError,
@@ -475,7 +475,7 @@ class LegalTrackerClient:
             return response
         if code in (408, 429) or code >= 500:
             raise _Transient(f"{what}: HTTP {code} {_portal_message(response)}".rstrip(),
-                             retry_after=_retry_after(response))
+                             retry_after=retry_after(response))
         if code == 401:
             raise DestinationError(f"{what}: Legal Tracker refused our token twice (HTTP 401); check the client id, "
                                    "secret and region", retryable=False)
@@ -542,24 +542,6 @@ def _portal_message(response: httpx.Response) -> str:
             if isinstance(data.get(key), str) and data[key]:
                 return data[key]
     return json.dumps(data)[:200] if data is not None else ""
-
-
-def _retry_after(response: httpx.Response) -> float | None:
-    value = response.headers.get("Retry-After")
-    if not value:
-        return None
-    value = value.strip()
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=dt.UTC)
-    return max(0.0, (when - dt.datetime.now(dt.UTC)).total_seconds())
 
 
 def _decimal_or_none(value: Any) -> Decimal | None:

@@ -42,6 +42,7 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 import httpx
 import tenacity
 
+from connectors.http import Retryable, RetryWait, json_object, retry_after
 from connectors.sources.base import (
     UNCHANGED,
     Delivery,
@@ -186,9 +187,9 @@ def _token_request(settings: Mapping[str, Any], form: dict[str, str], environ: M
         raise SourceUnavailable(f"Clio's token endpoint answered {response.status_code}")
     if response.status_code != 200:
         # The body may echo what was sent; only its error code is shown.
-        error = _json(response).get("error", "refused") if response.content else "refused"
+        error = json_object(response).get("error", "refused") if response.content else "refused"
         raise NotConnected(f"Clio refused the token request ({response.status_code} {error}): connect again")
-    return _json(response)
+    return json_object(response)
 
 
 def connect_with_code(settings: Mapping[str, Any], code: str, store: TokenStore, *,
@@ -226,43 +227,6 @@ def open_source(name: str, settings: Mapping[str, Any], store: TokenStore, *, te
 
 
 # HTTP ------------------------------------------------------------------------------------------------
-
-class _Retry(Exception):
-    """An answer worth retrying (429, 5xx); ``wait`` is Clio's Retry-After when it gave one."""
-
-    def __init__(self, status: int, wait: float | None):
-        super().__init__(f"HTTP {status}")
-        self.status, self.wait = status, wait
-
-
-def _retry_after(response: httpx.Response) -> float | None:
-    value = response.headers.get("Retry-After")
-    try:
-        return max(0.0, float(value)) if value is not None else None
-    except ValueError:
-        return None
-
-
-class _Wait(tenacity.wait.wait_base):
-    """Retry-After when Clio sent one, else jittered exponential backoff."""
-
-    def __init__(self) -> None:
-        self.backoff = tenacity.wait_exponential_jitter(multiplier=0.5, max=30, jitter=0.5)
-
-    def __call__(self, retry_state: tenacity.RetryCallState) -> float:
-        exc = retry_state.outcome.exception() if retry_state.outcome else None
-        if isinstance(exc, _Retry) and exc.wait is not None:
-            return min(exc.wait, 120.0)
-        return self.backoff(retry_state)
-
-
-def _json(response: httpx.Response) -> dict[str, Any]:
-    try:
-        data = json.loads(response.content, parse_float=Decimal)  # amounts stay exact
-    except ValueError:
-        return {}
-    return data if isinstance(data, dict) else {}
-
 
 @dataclass
 class _Pacer:
@@ -323,8 +287,8 @@ class ClioClient:
                                   transport=transport, headers={"X-API-VERSION": self.version,
                                                                 "User-Agent": CONNECTOR_VERSION})
         self._retrying = tenacity.Retrying(
-            retry=tenacity.retry_if_exception_type((_Retry, httpx.TimeoutException, httpx.TransportError)),
-            wait=_Wait(), stop=tenacity.stop_after_attempt(int(settings.get("max_attempts", 6))),
+            retry=tenacity.retry_if_exception_type((Retryable, httpx.TimeoutException, httpx.TransportError)),
+            wait=RetryWait(), stop=tenacity.stop_after_attempt(int(settings.get("max_attempts", 6))),
             sleep=sleep, reraise=True)
 
     def close(self) -> None:
@@ -364,7 +328,7 @@ class ClioClient:
         while True:
             try:
                 response = self._retrying(self._send, method, path, params, json_body, etag)
-            except _Retry as exc:
+            except Retryable as exc:
                 raise SourceUnavailable(f"Clio answered {exc.status} to {where} on every try") from None
             except (httpx.TimeoutException, httpx.TransportError) as exc:
                 raise SourceUnavailable(f"Clio could not be reached ({type(exc).__name__} on {where})") from None
@@ -375,7 +339,7 @@ class ClioClient:
             break
         if response.status_code in allow or response.status_code < 400:
             return response
-        error = _json(response).get("error")
+        error = json_object(response).get("error")
         detail = error.get("message") if isinstance(error, dict) else error if isinstance(error, str) else None
         if response.status_code == 401:
             raise NotConnected(f"Clio refused the access token after a refresh ({detail or 'invalid_token'}): "
@@ -397,7 +361,7 @@ class ClioClient:
         finally:
             self.pacer.done(response)
         if response.status_code == 429 or response.status_code >= 500:
-            raise _Retry(response.status_code, _retry_after(response))
+            raise Retryable(response.status_code, retry_after(response))
         echoed = response.headers.get("X-API-VERSION")
         if echoed and echoed != self.echoed:
             if echoed != self.version:
@@ -406,7 +370,7 @@ class ClioClient:
         return response
 
     def get(self, path: str, params: Any = None, **kwargs: Any) -> dict[str, Any]:
-        return _json(self.request("GET", path, params=params, **kwargs))
+        return json_object(self.request("GET", path, params=params, **kwargs))
 
     def pages(self, path: str, params: dict[str, Any]) -> Iterator[tuple[dict[str, Any], str | None]]:
         """Each page of a list, with the ``next`` URL that resumes after it (None on the last)."""
@@ -531,7 +495,7 @@ class ClioSource:
             return None
         if response.status_code == 304:
             return UNCHANGED
-        record = _json(response).get("data")
+        record = json_object(response).get("data")
         return self._map([record], self.tenant) if record else None
 
     def _map(self, records: list[dict[str, Any]], tenant: str) -> list[Entry]:
@@ -690,7 +654,7 @@ class ClioSource:
         response = self.client.request("POST", "/webhooks.json", params={"fields": _SUB_FIELDS}, json_body={
             "data": {"url": public_url, "model": "activity", "events": ["created", "updated", "deleted"],
                      "fields": "id,etag", "expires_at": _iso(expires)}})
-        return [_subscription(_json(response).get("data") or {})]
+        return [_subscription(json_object(response).get("data") or {})]
 
     def webhook_state(self, subscription: Subscription) -> Subscription:
         """The subscription as Clio has it now (``pending`` until Clio's handshake reached ocgate)."""
@@ -706,7 +670,7 @@ class ClioSource:
         response = self.client.request("PATCH", f"/webhooks/{subscription.remote_id}.json",
                                        params={"fields": _SUB_FIELDS},
                                        json_body={"data": {"expires_at": _iso(expires)}})
-        renewed = _subscription(_json(response).get("data") or {})
+        renewed = _subscription(json_object(response).get("data") or {})
         return Subscription(remote_id=subscription.remote_id, model=subscription.model, url=renewed.url or
                             subscription.url, events=renewed.events or subscription.events,
                             secret=renewed.secret or subscription.secret, status=renewed.status,

@@ -52,6 +52,7 @@ from urllib.parse import urlsplit
 import httpx
 import tenacity
 
+from connectors.http import Retryable, RetryWait, retry_after
 from connectors.sources.base import (
     UNCHANGED,
     Delivery,
@@ -260,35 +261,6 @@ def open_source(name: str, settings: Mapping[str, Any], store: TokenStore, *, te
 
 # HTTP ------------------------------------------------------------------------------------------------
 
-class _Retry(Exception):
-    """An answer worth retrying: 429, 5xx, or a transient GraphQL error; ``wait`` is Efimis's Retry-After."""
-
-    def __init__(self, what: str, wait: float | None = None):
-        super().__init__(what)
-        self.what, self.wait = what, wait
-
-
-class _Wait(tenacity.wait.wait_base):
-    """Retry-After when Efimis sent one, else jittered exponential backoff."""
-
-    def __init__(self) -> None:
-        self.backoff = tenacity.wait_exponential_jitter(multiplier=0.5, max=30, jitter=0.5)
-
-    def __call__(self, retry_state: tenacity.RetryCallState) -> float:
-        exc = retry_state.outcome.exception() if retry_state.outcome else None
-        if isinstance(exc, _Retry) and exc.wait is not None:
-            return min(exc.wait, 120.0)
-        return self.backoff(retry_state)
-
-
-def _retry_after(response: httpx.Response) -> float | None:
-    value = response.headers.get("Retry-After")
-    try:
-        return max(0.0, float(value)) if value is not None else None
-    except ValueError:
-        return None
-
-
 def _json(response: httpx.Response) -> Any:
     try:
         return json.loads(response.content, parse_float=Decimal)  # amounts and units stay exact
@@ -318,8 +290,8 @@ class EfimisClient:
                                   transport=transport, headers={"User-Agent": CONNECTOR_VERSION})
         self._identity = httpx.Client(timeout=timeout, transport=transport, headers={"User-Agent": CONNECTOR_VERSION})
         self._retrying = tenacity.Retrying(
-            retry=tenacity.retry_if_exception_type((_Retry, httpx.TimeoutException, httpx.TransportError)),
-            wait=_Wait(), stop=tenacity.stop_after_attempt(int(settings.get("max_attempts", 6))),
+            retry=tenacity.retry_if_exception_type((Retryable, httpx.TimeoutException, httpx.TransportError)),
+            wait=RetryWait(), stop=tenacity.stop_after_attempt(int(settings.get("max_attempts", 6))),
             sleep=sleep, reraise=True)
 
     def close(self) -> None:
@@ -348,7 +320,7 @@ class EfimisClient:
                 "client_secret": _secret(self.settings, self.environ), "scope": self.settings.get("scope", SCOPE)}
         response = self._identity.post(str(self.settings.get("token_url", TOKEN_URL)), data=form)
         if response.status_code == 429 or response.status_code >= 500:
-            raise _Retry(f"the token endpoint answered {response.status_code}", _retry_after(response))
+            raise Retryable(f"the token endpoint answered {response.status_code}", retry_after(response))
         answer = _json(response)
         if response.status_code != 200 or not isinstance(answer, dict) or not answer.get("access_token"):
             # Only the error code and its description: the body never echoes the secret, the request would.
@@ -371,7 +343,7 @@ class EfimisClient:
         while True:
             try:
                 response, data = self._retrying(self._exchange, method, path, params, body)
-            except _Retry as exc:
+            except Retryable as exc:
                 raise SourceUnavailable(f"Efimis answered {exc.what} to {where} on every try") from None
             except (httpx.TimeoutException, httpx.TransportError) as exc:
                 raise SourceUnavailable(f"Efimis could not be reached ({type(exc).__name__} on {where})") from None
@@ -396,13 +368,13 @@ class EfimisClient:
         response = self._http.request(method, path, params=params, json=body,
                                       headers={"Authorization": f"Bearer {self._token()}"})
         if response.status_code == 429 or response.status_code >= 500:
-            raise _Retry(str(response.status_code), _retry_after(response))
+            raise Retryable(response.status_code, retry_after(response))
         data = _json(response) if response.status_code < 300 and response.content else None
         if isinstance(data, dict) and data.get("errors"):
             codes = {str((error.get("extensions") or {}).get("code")) for error in data["errors"]
                      if isinstance(error, dict)}
             if codes & TRANSIENT_GRAPHQL:
-                raise _Retry(", ".join(sorted(codes & TRANSIENT_GRAPHQL)))
+                raise Retryable(", ".join(sorted(codes & TRANSIENT_GRAPHQL)))
         return response, data
 
     def get(self, path: str, params: Any = None) -> Any:

@@ -52,6 +52,7 @@ import tenacity
 from sqlalchemy import or_, select
 from sqlalchemy.orm import Session, sessionmaker
 
+from connectors.http import Retryable, RetryWait, json_object, retry_after
 from connectors.sources.base import (
     Delivery,
     NotConnected,
@@ -63,7 +64,6 @@ from connectors.sources.base import (
     Unchanged,
     WebhookRejected,
 )
-from connectors.sources.clio import _json, _Retry, _retry_after, _Wait
 from connectors.sources.webhooks import PATH_TOKEN
 from engine.mapping import MappingError, UnreadableFile, load_mapping, read_mapped
 from engine.mapping.loader import Mapping as ExportMapping
@@ -257,8 +257,8 @@ class MatteroClient:
                                   transport=transport, headers={"User-Agent": CONNECTOR_VERSION,
                                                                 "Accept": "application/json"})
         self._retrying = tenacity.Retrying(
-            retry=tenacity.retry_if_exception_type((_Retry, httpx.TimeoutException, httpx.TransportError)),
-            wait=_Wait(), stop=tenacity.stop_after_attempt(int(settings.get("max_attempts", 6))), sleep=sleep,
+            retry=tenacity.retry_if_exception_type((Retryable, httpx.TimeoutException, httpx.TransportError)),
+            wait=RetryWait(), stop=tenacity.stop_after_attempt(int(settings.get("max_attempts", 6))), sleep=sleep,
             reraise=True)
 
     def close(self) -> None:
@@ -280,14 +280,14 @@ class MatteroClient:
         headers = {"Authorization": f"Bearer {self._key()}"}
         try:
             response = self._retrying(self._send, method, path, params, json_body, headers)
-        except _Retry as exc:
+        except Retryable as exc:
             raise SourceUnavailable(f"mattero answered {exc.status} to {where} on every try") from None
         except (httpx.TimeoutException, httpx.TransportError) as exc:
             raise SourceUnavailable(f"mattero could not be reached ({type(exc).__name__} on {where})") from None
         status = response.status_code
         if status in allow or status < 400:
             return response
-        body = _json(response)
+        body = json_object(response)
         detail = body.get("message") or body.get("error") or body.get("title")
         detail = f": {detail}" if isinstance(detail, str) and detail else ""
         if status in (401, 403):
@@ -301,13 +301,13 @@ class MatteroClient:
     def _send(self, method: str, path: str, params: Any, json_body: Any, headers: dict[str, str]) -> httpx.Response:
         response = self._http.request(method, path, params=params, json=json_body, headers=headers)
         if response.status_code == 429 or response.status_code >= 500:
-            raise _Retry(response.status_code, _retry_after(response))
+            raise Retryable(response.status_code, retry_after(response))
         return response
 
     def get(self, path: str, params: Any = None, *, allow: tuple[int, ...] = ()) -> dict[str, Any] | None:
         """A JSON object, or None for an answer in ``allow`` (a 404)."""
         response = self.request("GET", path, params=params, allow=allow)
-        return None if response.status_code in allow and response.status_code >= 400 else _json(response)
+        return None if response.status_code in allow and response.status_code >= 400 else json_object(response)
 
     def walk(self, path: str, params: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
         """Every record of a list, by id. mattero pages by offset, so a record added or removed while the list is

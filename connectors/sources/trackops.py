@@ -52,6 +52,7 @@ from pydantic import ValidationError
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
+from connectors.http import Retryable, RetryWait, json_object, retry_after
 from connectors.sources.base import (
     Delivery,
     NotConnected,
@@ -322,35 +323,6 @@ def open_source(name: str, settings: Mapping[str, Any], store: CredentialStore, 
 
 # -- HTTP --------------------------------------------------------------------------------------------------------
 
-class _Retry(Exception):
-    """An answer worth retrying (429, 5xx); ``wait`` is its Retry-After when it gave one."""
-
-    def __init__(self, status: int, wait: float | None):
-        super().__init__(f"HTTP {status}")
-        self.status, self.wait = status, wait
-
-
-def _retry_after(response: httpx.Response) -> float | None:
-    value = response.headers.get("Retry-After")
-    try:
-        return max(0.0, float(value)) if value is not None else None
-    except ValueError:
-        return None
-
-
-class _Wait(tenacity.wait.wait_base):
-    """Nothing more after a 429 (the pacer waits out its Retry-After); jittered exponential backoff otherwise."""
-
-    def __init__(self) -> None:
-        self.backoff = tenacity.wait_exponential_jitter(multiplier=0.5, max=30, jitter=0.5)
-
-    def __call__(self, retry_state: tenacity.RetryCallState) -> float:
-        exc = retry_state.outcome.exception() if retry_state.outcome else None
-        if isinstance(exc, _Retry) and exc.status == 429:
-            return 0.0
-        return self.backoff(retry_state)
-
-
 @dataclass
 class _Pacer:
     """The client's side of Trackops' sliding 60-second window: no request before a 429's ``Retry-After`` has
@@ -383,14 +355,6 @@ class _Pacer:
                                  + 0.25)
 
 
-def _json(response: httpx.Response) -> dict[str, Any]:
-    try:
-        data = json.loads(response.content, parse_float=Decimal)  # amounts stay exact
-    except ValueError:
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
 class TrackopsClient:
     """Authenticated, paced and retried requests to one Trackops account's API, keeping the server's time."""
 
@@ -406,9 +370,9 @@ class TrackopsClient:
                                   timeout=float(settings.get("timeout", 30)), transport=transport,
                                   headers={"Accept": "application/json", "User-Agent": CONNECTOR_VERSION})
         self._retrying = tenacity.Retrying(
-            retry=tenacity.retry_if_exception_type((_Retry, httpx.TimeoutException, httpx.TransportError)),
-            wait=_Wait(), stop=tenacity.stop_after_attempt(int(settings.get("max_attempts", 6))), sleep=sleep,
-            reraise=True)
+            retry=tenacity.retry_if_exception_type((Retryable, httpx.TimeoutException, httpx.TransportError)),
+            wait=RetryWait(paced=True), stop=tenacity.stop_after_attempt(int(settings.get("max_attempts", 6))),
+            sleep=sleep, reraise=True)
 
     def close(self) -> None:
         self._http.close()
@@ -419,13 +383,13 @@ class TrackopsClient:
         :class:`SourceUnavailable`."""
         try:
             response = self._retrying(self._send, path, params)
-        except _Retry as exc:
+        except Retryable as exc:
             raise SourceUnavailable(f"Trackops answered {exc.status} to GET {path} on every try") from None
         except (httpx.TimeoutException, httpx.TransportError) as exc:
             raise SourceUnavailable(f"Trackops could not be reached ({type(exc).__name__} on GET {path})") from None
         if response.status_code < 400 or response.status_code in allow:
             return response
-        error = _json(response).get("error")
+        error = json_object(response).get("error")
         if response.status_code in (401, 403):
             raise NotConnected(f"Trackops refused the API user's credentials ({response.status_code}): check username, "
                                "the API token and that the user has Full Access")
@@ -442,17 +406,17 @@ class TrackopsClient:
             except (TypeError, ValueError):
                 log.warning("Trackops sent an unreadable Date header: %r", date)
         if response.status_code == 429:
-            wait = _retry_after(response)
+            wait = retry_after(response)
             if wait is not None and wait > MAX_RETRY_AFTER:
                 raise SourceUnavailable(f"Trackops' rate limit asks for {wait:.0f} s: the next sync resumes")
             self.pacer.refused(wait)
-            raise _Retry(429, wait)
+            raise Retryable(429, wait)
         if response.status_code >= 500:
-            raise _Retry(response.status_code, _retry_after(response))
+            raise Retryable(response.status_code, retry_after(response))
         return response
 
     def get(self, path: str, params: Any = None) -> dict[str, Any]:
-        return _json(self.request(path, params))
+        return json_object(self.request(path, params))
 
 
 # -- what ocgate holds -------------------------------------------------------------------------------------------
@@ -541,7 +505,7 @@ class Lookups:
         path, singular = RESOURCES[kind], self.names[f"{kind} record"]
         for record_id in sorted(missing):  # created since the list was read, or not there at all
             response = self.client.request(f"{path}/{record_id}", allow=(404,))
-            known[record_id] = (_json(response).get(singular) or {}) if response.status_code == 200 else {}
+            known[record_id] = (json_object(response).get(singular) or {}) if response.status_code == 200 else {}
 
 
 class TrackopsSource:
@@ -638,7 +602,7 @@ class TrackopsSource:
         response = self.client.request(f"{ENTRIES}/{record_id}", allow=(404,))
         if response.status_code == 404:
             return None
-        record = _json(response).get(self.names["entry record"])
+        record = json_object(response).get(self.names["entry record"])
         if not isinstance(record, dict):
             raise SourceError(f"Trackops' answer to GET {ENTRIES}/{record_id} holds no {self.names['entry record']!r} "
                               "record: if Trackops names it differently, correct it in field_names", retryable=False)
