@@ -136,6 +136,10 @@ def _day(entry: Entry) -> Day | None:
     return (key, entry.work_date) if key is not None and entry.entry_kind is EntryKind.TIME else None
 
 
+def _bucket(day: Day) -> int:
+    return zlib.crc32(f"{day[0]}\x1f{day[1].isoformat()}".encode()) % DAY_LOCKS
+
+
 def lock_days(session: Session, days: Iterable[Day | None]) -> None:
     """Hold, until the transaction ends, the timekeeper-days that it is about to judge (PostgreSQL).
 
@@ -147,7 +151,7 @@ def lock_days(session: Session, days: Iterable[Day | None]) -> None:
     needs none: it lets one transaction write at a time, and each takes its write lock before it reads."""
     if session.get_bind().dialect.name != "postgresql":
         return
-    buckets = sorted({zlib.crc32(f"{day[0]}\x1f{day[1].isoformat()}".encode()) % DAY_LOCKS for day in days if day})
+    buckets = sorted({_bucket(day) for day in days if day})
     if buckets:  # taken in the array's (sorted) order, one row of the function scan at a time: no deadlocks
         session.execute(text("SELECT count(pg_advisory_xact_lock(:space, b)) FROM unnest(CAST(:buckets AS integer[]))"
                              " AS b"), {"space": _LOCK_SPACE, "buckets": buckets})

@@ -4,6 +4,7 @@ and the stored entries whose findings it changes are judged again, audited, and 
 from __future__ import annotations
 
 import datetime as dt
+import threading
 from decimal import Decimal
 from typing import Any
 
@@ -388,3 +389,36 @@ def test_a_batch_over_years_of_days_finds_its_neighbours(sessions: sessionmaker[
     with sessions() as session:
         over = session.scalars(select(EntryRow.source_id).where(EntryRow.state == EntryState.IN_REVIEW)).all()
     assert set(over) == {"a1100", "b1100"}  # 11 h on one day: both entries of that day flagged, no other
+
+
+def test_a_day_held_by_one_transaction_waits_for_it_in_another(sessions: sessionmaker[Session]) -> None:
+    """lock_days on PostgreSQL: a second transaction wanting a held day waits until the first one ends; a day in
+    another bucket does not wait. (SQLite lets one transaction write at a time, so there it does nothing.)"""
+    if sessions.kw["bind"].dialect.name != "postgresql":
+        with sessions() as session:
+            intake.lock_days(session, [("user-okafor", dt.date(2026, 3, 10))])  # nothing to hold, nothing raised
+        return
+    day = ("user-okafor", dt.date(2026, 3, 10))
+    other = next(("user-okafor", dt.date(2026, 3, 10) + dt.timedelta(days=n)) for n in range(1, 400)
+                 if intake._bucket(("user-okafor", dt.date(2026, 3, 10) + dt.timedelta(days=n))) != intake._bucket(day))
+    holder = sessions()
+    holder.begin()
+    intake.lock_days(holder, [day])
+    got: list[str] = []
+
+    def want(which: tuple[str, dt.date], name: str) -> None:
+        with sessions() as session, session.begin():
+            intake.lock_days(session, [which])
+            got.append(name)
+
+    waiting = threading.Thread(target=want, args=(day, "same day"))
+    free = threading.Thread(target=want, args=(other, "other day"))
+    waiting.start()
+    free.start()
+    free.join(timeout=10)
+    waiting.join(timeout=1.0)
+    assert got == ["other day"] and waiting.is_alive()  # the held day waits, another day does not
+    holder.commit()
+    holder.close()
+    waiting.join(timeout=10)
+    assert got == ["other day", "same day"]
