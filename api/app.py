@@ -25,7 +25,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api import errors, logs
-from api.routers import entries, health, ingest, invoices, review_items, rulesets, timekeepers, webhooks
+from api.routers import entries, health, ingest, invoices, reports, review_items, rulesets, timekeepers, webhooks
 from connectors.sources.registry import Options
 from engine.store.db import make_engine, session_factory
 from engine.workflows.keys import KeyCache
@@ -34,7 +34,7 @@ if TYPE_CHECKING:
     from api.worker import Worker
 
 ROUTERS = (review_items.router, entries.router, ingest.router, rulesets.router, invoices.router, timekeepers.router,
-           webhooks.router, health.router)
+           webhooks.router, health.router, reports.router)
 MAX_BODY_BYTES = 8 * 1024 * 1024  # a 1000-entry ingest batch is about 1.5 MB; rule files and CSVs are smaller
 
 

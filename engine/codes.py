@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import csv
+import difflib
+from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
@@ -19,6 +21,18 @@ class UtbmsCode:
 
 # Pre-2014 two-letter classifications some clients still ask for (PT/AS appear in the LOC sample file).
 LEGACY_CLASSIFICATIONS = frozenset({"PT", "AS", "OC", "LA", "OT"})
+
+# Plain words for the classifications a reviewer meets most (for ``ocgate rules explain``); others show as codes.
+CLASSIFICATION_NAMES = {
+    "PARTNR": "partner", "ASSOC": "associate", "OFCOUN": "of counsel", "PARALG": "paralegal",
+    "LGLAST": "legal assistant", "LGLINT": "legal intern", "STFATT": "staff attorney",
+    "TEMPAT": "temporary attorney", "TRANEE": "trainee", "LGPRMG": "legal project manager", "LIBRRN": "librarian",
+    "EXPERT": "expert", "CONSLT": "consultant", "INVSTG": "investigator", "TRANSL": "translator",
+    "MEDITR": "mediator", "ARBITR": "arbitrator", "CTRPTR": "court reporter", "VIDOGR": "videographer",
+    "AUDITR": "auditor", "ANALST": "analyst", "SECNDE": "secondee", "RSRCHR": "researcher",
+    "PT": "partner, pre-2014 code", "AS": "associate, pre-2014 code", "OC": "of counsel, pre-2014 code",
+    "LA": "legal assistant, pre-2014 code", "OT": "other timekeeper, pre-2014 code",
+}
 
 
 @cache
@@ -55,3 +69,16 @@ def timekeeper_classifications() -> frozenset[str]:
 
 def is_known_classification(code: str) -> bool:
     return code in timekeeper_classifications() or code in LEGACY_CLASSIFICATIONS
+
+
+def closest(name: str, known: Iterable[str], cutoff: float = 0.6) -> str | None:
+    """The item of ``known`` most like ``name`` (for "did you mean ..."), or None when nothing is close.
+    Compared without regard to case; the item is returned as given."""
+    by_folded = {item.casefold(): item for item in known}
+    found = difflib.get_close_matches(name.casefold(), list(by_folded), n=1, cutoff=cutoff)
+    return by_folded[found[0]] if found else None
+
+
+def classification_meaning(code: str) -> str | None:
+    """What a LEDES classification code stands for, in words (None for an unknown code)."""
+    return CLASSIFICATION_NAMES.get(code)

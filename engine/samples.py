@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from decimal import Decimal
 
 from engine.model import Entry
+from engine.rules.features import EvaluationContext
 
 TIMEKEEPERS = [
     # ledes id, name, classification, usual rate
@@ -61,6 +62,9 @@ EXPENSES = [  # code, narrative, unit cost, units range, unit of measure
     ("E112", "Court filing fee for motion to compel", ("400.00", "400.00"), (1, 1), "each"),
     ("E115", "Court reporter and transcript, deposition of operations manager", ("1250.00", "1900.00"), (1, 1), "each"),
 ]
+SAMPLE_START = dt.date(2026, 3, 1)
+SAMPLE_DAYS = 31
+INVOICE_AFTER = 5  # days after the period's end the sample invoice is checked
 TENTH = Decimal("0.1")
 CENT = Decimal("0.01")
 
@@ -79,7 +83,14 @@ def firm(timekeepers: int) -> list[tuple[str, str, str, str]]:
     return people
 
 
-def generate(count: int, *, seed: int = 7, start: dt.date = dt.date(2026, 3, 1), days: int = 31,
+def suggested_context(start: dt.date = SAMPLE_START, days: int = SAMPLE_DAYS) -> EvaluationContext:
+    """The context generated entries are meant to be checked in: their dates as the billing period, as of a few
+    days after it ends (as a monthly invoice would be). Only the deliberately late entries are then late."""
+    end = start + dt.timedelta(days=days - 1)
+    return EvaluationContext(as_of=end + dt.timedelta(days=INVOICE_AFTER), period_start=start, period_end=end)
+
+
+def generate(count: int, *, seed: int = 7, start: dt.date = SAMPLE_START, days: int = SAMPLE_DAYS,
              problem_rate: float = 1.0, timekeepers: int | None = None) -> Iterator[Entry]:
     """``count`` entries dated from ``start`` over ``days``; ``problem_rate`` scales how often problems occur.
 

@@ -25,6 +25,7 @@ from api.cli import (
     invoice,
     keys,
     queue,
+    report,
     rules,
     rulesets,
     sample,
@@ -40,7 +41,7 @@ from engine.errors import OcgateError
 from engine.rules.backends import BackendUnavailable
 
 GROUPS = (rules, validate, demo, database, rulesets, ingest, sources, sync, timekeepers, entries, keys, serve, worker,
-          queue, firm, destinations, invoice, sample)
+          queue, firm, destinations, invoice, sample, report)
 
 
 def build_parser() -> argparse.ArgumentParser:

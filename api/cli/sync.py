@@ -8,8 +8,8 @@ import time
 from typing import Any
 
 from api.cli.common import EXIT_OK, date, sessions
+from api.cli.ingest import given_context
 from connectors.sources.sync import BATCH_ENTRIES, SyncReport, sync
-from engine.rules.features import EvaluationContext
 
 PLAIN_EVERY = 5.0  # seconds between progress lines when standard error is not a terminal
 
@@ -21,7 +21,11 @@ def add_parser(sub: Any) -> None:
     parser.add_argument("--full", action="store_true", help="pull everything, and withdraw what the source no "
                                                             "longer has")
     parser.add_argument("--quiet", "-q", action="store_true", help="no progress, only the summary")
-    parser.add_argument("--as-of", type=date, help="date the entries are judged as of (default: today)")
+    parser.add_argument("--as-of", type=date, help="date the entries are judged as of, for late_entry (default: "
+                                                   "today)")
+    parser.add_argument("--period-start", type=date, help="first day of the billing period, for billing_period "
+                                                          "(default: none; a changed entry keeps its stored period)")
+    parser.add_argument("--period-end", type=date, help="last day of the billing period")
     parser.add_argument("--batch-entries", type=int, default=BATCH_ENTRIES, metavar="N",
                         help=f"entries committed at a time, with the position in the source (default {BATCH_ENTRIES})")
     parser.set_defaults(handler=run)
@@ -60,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         report = sync(sessions(), args.name, full=args.full, progress=progress,
                       batch_entries=max(1, args.batch_entries),
-                      context=EvaluationContext(as_of=args.as_of) if args.as_of else None)
+                      context=given_context(args))
     finally:
         progress.close()
     rate = f", {report.pulled / report.seconds:,.0f} records/s" if report.seconds > 0 and report.pulled else ""

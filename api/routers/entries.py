@@ -12,7 +12,7 @@ from pydantic import BaseModel, Field
 
 from api.deps import EntryId, Reader, Reviewer, SessionDep, actor, etag, expected_version
 from api.errors import responses
-from api.schemas import RejectionOut
+from api.schemas import ContextIn, RejectionOut
 from engine.workflows import review
 from engine.workflows.billing import rejections
 
@@ -61,7 +61,12 @@ class ActionIn(BaseModel):
     reason: str | None = Field(default=None, description="required when approving error-severity findings")
 
 
-class AdjustIn(ActionIn):
+class JudgeIn(ActionIn, ContextIn):
+    """An action that judges entries again (reject: its neighbours; adjust: the entry and its neighbours). Without
+    a context, each entry is judged with the one it was judged with before."""
+
+
+class AdjustIn(JudgeIn):
     changes: dict[str, Any] = Field(description="rate, hours_billed, narrative or UTBMS codes")
 
 
@@ -115,17 +120,17 @@ def approve(entry_id: EntryId, body: ActionIn, session: SessionDep, response: Re
 
 
 @router.post("/v1/entries/{entry_id}/reject", response_model=ActionOut, responses=ACTION_ERRORS, tags=["review"])
-def reject(entry_id: EntryId, body: ActionIn, session: SessionDep, response: Response, key: Reviewer,
+def reject(entry_id: EntryId, body: JudgeIn, session: SessionDep, response: Response, key: Reviewer,
            if_match: Annotated[str | None, Header()] = None) -> ActionOut:
     return _respond(review.reject(session, entry_id, expected_version=expected_version(if_match), actor=actor(key),
-                                  reason=body.reason), response)
+                                  reason=body.reason, context=body.context()), response)
 
 
 @router.post("/v1/entries/{entry_id}/adjust", response_model=ActionOut, responses=ACTION_ERRORS, tags=["review"])
 def adjust(entry_id: EntryId, body: AdjustIn, session: SessionDep, response: Response, key: Reviewer,
            if_match: Annotated[str | None, Header()] = None) -> ActionOut:
     return _respond(review.adjust(session, entry_id, expected_version=expected_version(if_match), actor=actor(key),
-                                  reason=body.reason, changes=body.changes), response)
+                                  reason=body.reason, changes=body.changes, context=body.context()), response)
 
 
 @router.get("/v1/entries/{entry_id}/portal-rejections", response_model=list[RejectionOut],

@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from api.deps import MAX_ID, STORED_MAX, Reader, Reviewer, SessionDep, actor
 from api.errors import ErrorBody, responses
+from api.schemas import ContextIn
 from engine.store.models import EntryState
 from engine.workflows import review
 
@@ -52,7 +53,9 @@ class BulkItem(BaseModel):
     version: int = Field(ge=0, le=MAX_ID)
 
 
-class BulkIn(BaseModel):
+class BulkIn(ContextIn):
+    """One action on many entries; the context (optional) is for reject and adjust, as on their own routes."""
+
     action: Literal["approve", "reject", "adjust"]
     reason: str | None = None
     changes: dict[str, Any] | None = None
@@ -92,7 +95,7 @@ def bulk(body: BulkIn, session: SessionDep, key: Reviewer) -> list[BulkResult]:
     """Each item is its own all-or-nothing step: one stale or refused item does not stop the others."""
     stored = [item for item in body.items if item.id <= STORED_MAX and item.version <= STORED_MAX]
     results = iter(review.bulk(session, body.action, [(item.id, item.version) for item in stored], actor=actor(key),
-                               reason=body.reason, changes=body.changes))
+                               reason=body.reason, changes=body.changes, context=body.context()))
     out = []
     for item in body.items:  # an id or version beyond the store's columns names nothing: answered here
         if item.id > STORED_MAX:

@@ -216,7 +216,7 @@ class _Generator:
                 self.base_fields[feature.field] = self.var[key] = f"f_{feature.field}"
         for key, feature in features.items():
             if feature.kind != "field":
-                if feature.kind != "derived":
+                if feature.kind not in ("derived", "versus"):
                     self.base_fields.setdefault(feature.field, f"f_{feature.field}")
                 self.var[key] = f"v{len(self.var)}"
 
@@ -229,6 +229,7 @@ class _Generator:
         ns: dict[str, Any] = dict(self.constants)
         ns.update({f"_d_{name}": fn for name, (fn, _) in DERIVED_FUNCTIONS.items()})
         ns["_segments"] = count_segments
+        ns["_feature"] = _feature_value
         ns["_enc_dec"] = _enc_dec
         ns["_UNSET"] = _UNSET
         return ns
@@ -260,9 +261,11 @@ class _Generator:
         if f.kind == "derived":
             needs_ctx = DERIVED_FUNCTIONS[f.field][1]
             return f"_d_{f.field}(e{', ctx' if needs_ctx else ''})"
+        if f.kind == "versus":  # the exact difference of two fields, by the reference computation
+            return f"_feature({self.const(f)}, e, ctx)"
         src = self.base_fields[f.field]
         if f.kind == "length":
-            expr = f"len({src})"
+            expr = f"len({src}.strip())"  # lengths count the text without leading/trailing whitespace
         elif f.kind == "words":
             expr = f"len({src}.split())"
         elif f.kind == "match":
@@ -331,6 +334,10 @@ class _Generator:
         """The same condition in durable-rules' data form, over the projected fact's keys."""
         keys = {key: f"k{i}" for i, key in enumerate(self.features)}
         return _durable(node, keys, self.features)
+
+
+def _feature_value(feature: Feature, e: Any, ctx: Any) -> Any:
+    return feature.compute(e, ctx)
 
 
 def _enc_dec(value: Any) -> int:

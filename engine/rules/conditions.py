@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
+from dataclasses import field as dataclass_field
 from decimal import Decimal
 from enum import Enum
 from typing import Any
 
-from engine.rules.features import BOOL, DATE, DECIMAL, INT, STRING, Feature
+from engine.rules.features import BOOL, DATE, DECIMAL, INT, STRING, Feature, field_feature
+from engine.rules.features import FieldRef as FieldRef  # re-exported: how a comparison names another field
 
 COMPARISONS = ("eq", "ne", "lt", "le", "gt", "ge")
 ORDERED = ("lt", "le", "gt", "ge")
@@ -27,11 +29,17 @@ SYMBOLS = {"eq": "==", "ne": "!=", "lt": "<", "le": "<=", "gt": ">", "ge": ">="}
 
 @dataclass(frozen=True, slots=True)
 class Leaf:
-    """``feature op value``; ``present``/``missing`` take no value; ``in``/``not_in`` take a tuple."""
+    """``feature op value``; ``present``/``missing`` take no value; ``in``/``not_in`` take a tuple.
+
+    ``note`` says where the value came from (which cap, which period), for the evidence; it is not part of
+    the comparison. A comparison with another field is a leaf on a ``versus`` feature (see
+    :class:`~engine.rules.features.FieldRef`): the difference compared with zero.
+    """
 
     feature: Feature
     op: str
     value: Any = None
+    note: str = dataclass_field(default="", compare=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,7 +100,14 @@ def leaves(node: Node) -> list[Leaf]:
 
 
 def features_of(node: Node) -> dict[str, Feature]:
-    return {leaf.feature.key: leaf.feature for leaf in leaves(node)}
+    """The features a condition reads; a comparison of two fields also reads each of them (for the evidence)."""
+    found: dict[str, Feature] = {}
+    for leaf in leaves(node):
+        found[leaf.feature.key] = leaf.feature
+        if leaf.feature.kind == "versus":
+            for side in (field_feature(leaf.feature.field), field_feature(leaf.feature.arg.field)):
+                found.setdefault(side.key, side)
+    return found
 
 
 def holds(node: Node, values: dict[str, Any]) -> bool:
@@ -135,14 +150,18 @@ class Evidence:
     operator: str
     expected: Any
     actual: Any
+    basis: str | None = None  # how ``expected`` was arrived at, when it is not a constant of the rule
 
     def as_dict(self) -> dict[str, Any]:
-        return {
+        out = {
             "field": self.field,
             "operator": self.operator,
             "expected": render_value(self.expected),
             "actual": render_value(self.actual),
         }
+        if self.basis is not None:
+            out["basis"] = self.basis
+        return out
 
 
 def explain(node: Node, values: dict[str, Any], entry: Any) -> list[Evidence]:
@@ -158,6 +177,8 @@ def explain(node: Node, values: dict[str, Any], entry: Any) -> list[Evidence]:
         return []
     value = values.get(node.feature.key)
     feature = node.feature
+    if feature.kind == "versus":
+        return [_versus_evidence(node, values)]
     if feature.kind == "match" and node.op in ("eq", "ne"):
         # Show what matched (or the text searched), not the boolean.
         text = getattr(entry, feature.field)
@@ -172,7 +193,22 @@ def explain(node: Node, values: dict[str, Any], entry: Any) -> list[Evidence]:
     if node.op in ("present", "missing"):
         return [Evidence(feature.describe(), "exists", node.op == "present", value)]
     expected = list(node.value) if node.op in ("in", "not_in") else node.value
-    return [Evidence(feature.describe(), node.op, expected, value)]
+    return [Evidence(feature.describe(), node.op, expected, value, node.note or None)]
+
+
+def _versus_evidence(node: Leaf, values: dict[str, Any]) -> Evidence:
+    """A comparison of two fields, shown as the field against the value worked out from the other one:
+    ``rate gt 945.00 (0.9 x standard_rate 1050.00)``."""
+    feature, ref = node.feature, node.feature.arg
+    actual, other = values.get(feature.field), values.get(ref.field)
+    shown = feature.label or feature.field
+    note = f"; {node.note}" if node.note else ""
+    if node.op in ("present", "missing"):
+        # The comparison could not be made (negated rules hold then): say which side is missing.
+        side = ref.field if other is None else feature.field
+        return Evidence(side, "exists", node.op == "present", values.get(side),
+                        f"{shown} is compared with {ref.describe()}{note}")
+    return Evidence(shown, node.op, ref.expected(other), actual, f"{ref.describe(other)}{note}")
 
 
 def render_value(value: Any) -> Any:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import time
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -108,17 +108,20 @@ def evaluate(
     backend: str | None = "auto",
     statuses: tuple[str, ...] = ("active", "shadow"),
     judge: Collection[int] | None = None,
+    carried: Mapping[str, Any] | None = None,
 ) -> list[Violation]:
     """Every violation of ``ruleset`` in ``entries`` (those it applies to), entry by entry in order.
 
     ``judge`` limits the per-entry rules to the entries at those positions (default: all). The aggregate rules
     still group every entry and report every member of a group that breaks them, judged or not: this is how
     the intake workflow judges arriving entries together with the stored ones of their days, and learns
-    which stored entries' findings the arrivals change.
+    which stored entries' findings the arrivals change. ``carried`` gives, by rule id, what a batch rule carries
+    in from entries not passed (a budget's totals before the earliest entry: the store sums them).
     """
     started = time.perf_counter()
     ctx = context or EvaluationContext(as_of=dt.date.today())
     compiled = compile_ruleset(ruleset, statuses)
+    entries = canonical_classifications(entries, ruleset)
     indexes = [i for i, e in enumerate(entries) if ruleset.applies_to(e)]
     applicable = [entries[i] for i in indexes] if len(indexes) != len(entries) else list(entries)
     if judge is None:
@@ -137,18 +140,19 @@ def evaluate(
     for v, (i, _) in zip(violations, hits, strict=True):
         v.entry_index = judged[i]
     uids: list[str] | None = None
-    batch_cache: dict[object, object] = {}  # batch rules share indexes over the same entries
+    batch_cache: dict[object, object] = {("carried", rule_id): value for rule_id, value in (carried or {}).items()}
+    # (batch rules share indexes over the same entries through it)
     for rule in compiled.aggregates:
         scope = scope_predicate(compiled, rule, ctx)
         if uids is None:
             uids = [e.entry_uid for e in applicable]
         for hit in type_of(rule).evaluate_batch(rule, applicable, scope, batch_cache):
-            contributing = [uids[j] for j in hit.indexes]  # one list, shared by the group's violations
+            contributing = [uids[j] for j in (hit.indexes if hit.members is None else hit.members)]  # shared
             for i in hit.indexes:
                 entry = applicable[i]
                 violations.append(Violation(
                     entry_uid=uids[i], rule_id=rule.id, rule_type=rule.type, title=rule.title,
-                    severity=rule.severity, rule_status=rule.status, ruleset_id=ruleset.id,
+                    severity=hit.severity or rule.severity, rule_status=rule.status, ruleset_id=ruleset.id,
                     ruleset_revision=ruleset.revision,
                     message=render_message(rule, entry, hit.evidence, hit.variables, ctx),
                     evidence=hit.evidence, references=rule.references, contributing=contributing,
@@ -159,6 +163,30 @@ def evaluate(
              ruleset.revision, len(applicable), len(entries), len(judged), len(violations), name,
              (time.perf_counter() - started) * 1000)
     return violations
+
+
+def canonical_classifications(entries: Sequence[Entry], ruleset: RuleSet) -> Sequence[Entry]:
+    """The entries as the rules judge them: a classification that is one of the rule set's aliases (a firm
+    title such as ``SENIOR ASSOCIATE`` that the timekeeper table did not map) becomes its LEDES code. Entries
+    that change are copies; the caller's entries are never modified, and without aliases nothing is copied."""
+    if not ruleset.classifications:
+        return entries
+    mapped: dict[str, str | None] = {}
+    out: list[Entry] | None = None
+    for i, entry in enumerate(entries):
+        name = entry.timekeeper_classification
+        if name is None:
+            continue
+        if name not in mapped:
+            code = ruleset.canonical_classification(name)
+            mapped[name] = code if code != name else None
+        code = mapped[name]
+        if code is None:
+            continue
+        if out is None:
+            out = list(entries)
+        out[i] = entry.model_copy(update={"timekeeper_classification": code})
+    return out if out is not None else entries
 
 
 def _entry_violation(compiled: CompiledRuleSet, entry: Entry, rule: Rule, position: int,

@@ -11,7 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 from dataclasses import dataclass, field
-from decimal import Decimal
+from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from engine.model import Entry
@@ -150,13 +150,65 @@ def count_segments(text: str, separator: re.Pattern[str]) -> int:
     return count + (1 if text[start:].strip() else 0)
 
 
+ORDERED_TYPES = (DECIMAL, INT, DATE)
+
+
+def _shown_decimal(value: Decimal, like: Decimal) -> Decimal:
+    """``value`` with the places of ``like`` when that loses nothing (0.9 x 1050.00 = 945.00, not 945.000),
+    else with every digit it has and no trailing zeros (0.333333 x 1050.00 = 349.99965)."""
+    if not isinstance(like.as_tuple().exponent, int) or not value.is_finite():
+        return value
+    try:
+        quantized = value.quantize(like)
+    except InvalidOperation:
+        return value
+    return quantized if quantized == value else value.normalize()
+
+
+@dataclass(frozen=True, slots=True)
+class FieldRef:
+    """The other side of a comparison between two fields of one entry: ``field``, optionally ``times`` a factor.
+
+    ``leaf("rate", "gt", FieldRef("standard_rate", Decimal("0.9")))`` holds when the rate is above 0.9 x the
+    standard rate. When either field is missing the comparison is false (its negation true), as for a
+    constant. Both backends compare the exact difference ``rate - 0.9 x standard_rate`` with zero: it is
+    worked out in Python beside the fact, because durable-rules' own arithmetic is floating point.
+    """
+
+    field: str
+    times: Decimal | None = None
+
+    def expected(self, value: Any) -> Any:
+        """The value the other field is compared with, for the evidence (None when ``value`` is missing)."""
+        if value is None or self.times is None or isinstance(value, dt.date):
+            return value
+        product = value * self.times
+        return _shown_decimal(product, value) if isinstance(value, Decimal) else product
+
+    def describe(self, value: Any = None) -> str:
+        """``0.9 x standard_rate 1050.00`` (with the value), or ``0.9 x standard_rate``."""
+        factor = f"{self.times} x " if self.times is not None else ""
+        shown = "" if value is None else f" {value.isoformat() if isinstance(value, dt.date) else value}"
+        return f"{factor}{self.field}{shown}"
+
+
+def difference(left: Any, right: Any, times: Decimal | None) -> Any:
+    """``left - times x right`` (days between two dates); None when either is missing."""
+    if left is None or right is None:
+        return None
+    if isinstance(left, dt.date):
+        return (left - right).days
+    return left - (right * times if times is not None else right)
+
+
 @dataclass(frozen=True, slots=True)
 class Feature:
     """One value read from an entry.
 
-    ``kind`` is field, derived, length, words, match, remainder, segments, or member (whether the
+    ``kind`` is field, derived, length, words, match, remainder, segments, member (whether the
     field's value is in a set: how long ``in`` lists reach durable-rules, which allows only 32
-    expressions per condition).
+    expressions per condition), or versus (``field`` minus the :class:`FieldRef` in ``arg``, compared with
+    zero: a comparison of two fields).
     """
 
     kind: str
@@ -172,6 +224,8 @@ class Feature:
             return INT
         if self.kind in ("match", "member"):
             return BOOL
+        if self.kind == "versus":
+            return INT if FIELD_TYPES[self.field] == DATE else DECIMAL
         return DECIMAL  # remainder
 
     @property
@@ -179,6 +233,8 @@ class Feature:
         """A stable text key; identical features share one computed value."""
         if self.kind in ("field", "derived"):
             return self.field
+        if self.kind == "versus":
+            return f"versus({self.field},{self.arg.field},{self.arg.times})"
         arg = self.arg.pattern if isinstance(self.arg, re.Pattern) else self.arg
         if isinstance(arg, frozenset):
             arg = sorted(arg, key=str)
@@ -193,6 +249,8 @@ class Feature:
             return f"{self.field} matches /{self.arg.pattern}/"
         if self.kind == "remainder":
             return f"{self.field} modulo {self.arg}"
+        if self.kind == "versus":
+            return f"{self.field} against {self.arg.describe()}"
         return f"{self.field} {self.kind}"
 
     def compute(self, e: Entry, ctx: EvaluationContext) -> Any:
@@ -200,11 +258,14 @@ class Feature:
         if self.kind == "derived":
             fn, needs_ctx = DERIVED_FUNCTIONS[self.field]
             return fn(e, ctx) if needs_ctx else fn(e)
+        if self.kind == "versus":
+            return difference(field_feature(self.field).compute(e, ctx),
+                              field_feature(self.arg.field).compute(e, ctx), self.arg.times)
         value = getattr(e, self.field)
         if self.kind == "field" or value is None:
             return value
         if self.kind == "length":
-            return len(value)
+            return len(value.strip())  # padding neither meets a minimum nor breaks a maximum
         if self.kind == "words":
             return len(value.split())
         if self.kind == "match":

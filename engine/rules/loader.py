@@ -3,8 +3,9 @@
 1. YAML syntax (with the position of the error);
 2. the JSON Schema (``rules/ocg-ruleset.schema.json``, generated from the rule types' parameter
    schemas by :mod:`engine.rules.schema`);
-3. semantics: named lists exist, regexes compile, UTBMS codes and classifications exist, rule ids are
-   unique, message templates only name known values.
+3. semantics: named lists exist, regexes compile, UTBMS codes and classifications exist (a LEDES code, or
+   one of the rule set's own ``classifications:`` aliases), rule ids are unique, message templates only name
+   known values.
 
 Every problem is reported as ``file:line:col: where: what``; nothing here raises a traceback at a user.
 """
@@ -22,10 +23,17 @@ from typing import Any
 
 import jsonschema
 
+from engine.codes import (
+    LEGACY_CLASSIFICATIONS,
+    classification_meaning,
+    closest,
+    is_known_classification,
+    timekeeper_classifications,
+)
 from engine.errors import Invalid
 from engine.rules.conditions import Node, constant_fits, leaves
 from engine.rules.features import DECIMAL, FIELD_TYPES
-from engine.rules.ruleset import Rule, RuleSet
+from engine.rules.ruleset import Rule, RuleSet, classification_key
 from engine.rules.schema import ruleset_schema
 from engine.rules.types import RuleProblem, type_of
 from engine.rules.types.condition import parse_condition
@@ -238,6 +246,7 @@ def _build(doc: Document, text: str, skip: set[int] | frozenset[int] = frozenset
     )
     if dates["from"] and dates["to"] and dates["from"] > dates["to"]:
         report(("effective", "to"), "the end date is before the start date")
+    ruleset.classifications = _classifications(doc, data.get("classifications") or {}, report)
     from engine.ledes.profile import profile_problems
 
     ruleset.invoicing = data.get("invoicing") or {}
@@ -265,7 +274,7 @@ def _build(doc: Document, text: str, skip: set[int] | frozenset[int] = frozenset
             )
             for key in ("condition", "when"):
                 if key in raw:
-                    node = parse_condition(_resolve_lists(raw[key], lists, (key,)), (key,))
+                    node = parse_condition(_resolve_lists(raw[key], lists, (key,)), (key,), ruleset)
                     setattr(rule, key, node)
             found = _params_problems(rule, raw.get("params") or {})
             if not found:
@@ -284,6 +293,42 @@ def _build(doc: Document, text: str, skip: set[int] | frozenset[int] = frozenset
             continue
         ruleset.rules.append(rule)
     return ruleset, problems
+
+
+def _classifications(doc: Document, written: dict[str, str], report: Any) -> dict[str, str]:
+    """The ``classifications:`` block: the client's (or firm's) names for timekeeper classes, each standing
+    for one LEDES code. An alias may not name an unknown code or another alias, may not give a LEDES code
+    another meaning, and may be declared once (names match without regard to case or spacing)."""
+    aliases: dict[str, str] = {}
+    first: dict[str, str] = {}  # matching key -> alias as first written
+    for alias, target in written.items():
+        path: Path = ("classifications", alias)
+        key = classification_key(alias)
+        if not key:
+            report(path, "an alias needs a name", key=True)
+            continue
+        if key in first:
+            line, _ = doc.position(("classifications", first[key]), key=True)
+            report(path, f"duplicate alias {alias!r} (already declared as {first[key]!r} on line {line})", key=True)
+            continue
+        first[key] = alias
+        code = classification_key(target).upper()
+        if not is_known_classification(code):
+            if classification_key(target) in {classification_key(a) for a in written} - {key}:
+                report(path, f"{target!r} is an alias: an alias names a LEDES classification code, not another alias")
+            else:
+                hint = closest(code, [*timekeeper_classifications(), *LEGACY_CLASSIFICATIONS])
+                report(path, f"unknown LEDES timekeeper classification {target!r}"
+                             + (f" (did you mean {hint}?)" if hint else ""))
+            continue
+        own = key.upper()
+        if is_known_classification(own) and own != code:
+            meaning = classification_meaning(own)
+            report(path, f"{alias!r} is itself a LEDES classification code{f' ({meaning})' if meaning else ''}: "
+                         f"it cannot also stand for {code}", key=True)
+            continue
+        aliases[alias] = code
+    return aliases
 
 
 def _rule_date(dates: dict[str, Any], key: str) -> dt.date | None:

@@ -8,6 +8,7 @@ import datetime as dt
 from dataclasses import dataclass, field
 from typing import Any
 
+from engine.codes import LEGACY_CLASSIFICATIONS, closest, is_known_classification, timekeeper_classifications
 from engine.model import Entry
 from engine.rules.conditions import Node
 
@@ -52,6 +53,39 @@ class RuleSet:
     text: str = ""
     guideline: dict[str, Any] = field(default_factory=dict)
     invoicing: dict[str, Any] = field(default_factory=dict)  # see engine.ledes.profile.parse_profile
+    # The client's own names for timekeeper classes: alias as written -> LEDES code (``classifications:``).
+    classifications: dict[str, str] = field(default_factory=dict)
+
+    def canonical_classification(self, name: str) -> str | None:
+        """The LEDES code that ``name`` stands for: a LEDES code itself, or an alias the rule set declares
+        under ``classifications:``; None if it is neither. Matching ignores case and runs of spaces (``partnr``
+        is PARTNR, ``senior  associate`` is the alias ``Senior Associate``): entries store classifications
+        in capitals, so a firm title reaches the rules as ``SENIOR ASSOCIATE``."""
+        key = classification_key(name)
+        if not key:
+            return None
+        code = key.upper()
+        if is_known_classification(code):
+            return code
+        return self._aliases.get(key)
+
+    def classification_suggestion(self, name: str) -> str | None:
+        """The known code or declared alias nearest to ``name`` (for "did you mean ..."), or None."""
+        names = {classification_key(alias): alias for alias in self.classifications}
+        for code in (*sorted(timekeeper_classifications()), *sorted(LEGACY_CLASSIFICATIONS)):
+            names.setdefault(code.casefold(), code)
+        found = closest(classification_key(name), names)
+        return names[found] if found is not None else None
+
+    @property
+    def _aliases(self) -> dict[str, str]:
+        """Declared aliases by their matching key (built once, and again if ``classifications`` is replaced)."""
+        cached = self.__dict__.get("_alias_keys")
+        if cached is None or cached[0] is not self.classifications:
+            cached = (self.classifications,
+                      {classification_key(alias): code for alias, code in self.classifications.items()})
+            self.__dict__["_alias_keys"] = cached
+        return cached[1]
 
     def rule(self, rule_id: str) -> Rule:
         for rule in self.rules:
@@ -76,3 +110,6 @@ class RuleSet:
         return not (self.effective_to is not None and entry.work_date > self.effective_to)
 
 
+def classification_key(name: str) -> str:
+    """How classification names are matched: case and runs of whitespace do not matter."""
+    return " ".join(name.split()).casefold()

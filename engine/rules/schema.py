@@ -144,6 +144,10 @@ def ruleset_schema() -> dict[str, Any]:
                 "type": "object",
                 "additionalProperties": {"type": "array", "items": {"type": ["string", "number"]}},
             },
+            "classifications": {  # the client's names for timekeeper classes -> LEDES codes
+                "type": "object",
+                "additionalProperties": {"type": "string", "minLength": 1},
+            },
             "rules": {"type": "array", "items": rule},
             "invoicing": invoicing_schema(),
         },

@@ -41,7 +41,21 @@ from enum import Enum
 from operator import itemgetter
 from typing import Any
 
-from sqlalchemy import JSON, ColumnElement, DateTime, Row, Table, and_, bindparam, insert, or_, select, text, update
+from sqlalchemy import (
+    JSON,
+    ColumnElement,
+    DateTime,
+    Row,
+    Table,
+    and_,
+    bindparam,
+    func,
+    insert,
+    or_,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import Session
 from sqlalchemy.types import TypeDecorator
@@ -53,6 +67,7 @@ from engine.rules.evaluate import Violation, evaluate
 from engine.rules.features import EvaluationContext
 from engine.rules.ruleset import RuleSet
 from engine.rules.types import REGISTRY
+from engine.rules.types.staffing import BudgetRule, Carried, budget_matters, charged
 from engine.store.models import (
     EntryRow,
     EntryState,
@@ -79,8 +94,11 @@ COUNTED = (EntryState.READY, EntryState.IN_REVIEW, EntryState.HELD, EntryState.I
 REJUDGED = (EntryState.READY, EntryState.IN_REVIEW, EntryState.HELD)
 AGGREGATE_TYPES = sorted(name for name, rule_type in REGISTRY.items() if rule_type.aggregate)
 
-Day = tuple[str, dt.date]  # a timekeeper, keyed as the aggregate rules key them, and a work date
+Day = tuple[str, dt.date]  # a group the aggregate rules judge together: a timekeeper (keyed as the rules key
+# them) and a work date; or, with the prefixes below, a matter and a work date, or a matter's budget totals
 Change = tuple[Day, str, str]  # a day, an entry uid, and what happened to the entry there (for the audit)
+MATTER_DAY = "\x1dmatter\x1f"  # key prefix: a matter's time on one day (attendance limits)
+BUDGET = "\x1dbudget\x1f"  # key prefix: a matter's budget totals, all dates (the date is the entry's: see _whole)
 
 
 @dataclass(frozen=True)
@@ -130,10 +148,66 @@ def _timekeeper_key(entry: Entry) -> str | None:
     return entry.timekeeper_source_id or entry.timekeeper_ledes_id or entry.timekeeper_name
 
 
-def _day(entry: Entry) -> Day | None:
-    """The day whose aggregate findings ``entry`` takes part in: time entries only (nothing else is counted)."""
-    key = _timekeeper_key(entry)
-    return (key, entry.work_date) if key is not None and entry.entry_kind is EntryKind.TIME else None
+@dataclass(frozen=True, slots=True)
+class _Kinds:
+    """Which groups the rule set versions in force judge together besides timekeeper-days: a matter's day (an
+    attendance limit) and a matter's budget totals (a budget rule; ``budget_matters`` None: every matter)."""
+
+    matter_days: bool = False
+    budget: bool = False
+    budget_matters: frozenset[str] | None = None
+
+    def budgeted(self, matter: str | None) -> bool:
+        return self.budget and matter is not None and (self.budget_matters is None or matter in self.budget_matters)
+
+    @property
+    def several(self) -> bool:
+        """Whether an entry may be in more than one group (then judging a group reads its entries' other groups)."""
+        return self.matter_days or self.budget
+
+
+TIMEKEEPER_DAYS = _Kinds()
+
+
+def _kinds(versions: Sequence[tuple[RuleSetVersion, RuleSet]]) -> _Kinds:
+    matter_days, budget, matters = False, False, set()
+    every = False
+    for _, ruleset in versions:
+        for rule in ruleset.rules:
+            if rule.status == "draft":
+                continue
+            if rule.type == "attendance_limit":
+                matter_days = True
+            elif rule.type == "budget":
+                budget = True
+                named = budget_matters(rule)
+                if named is None:
+                    every = True
+                else:
+                    matters.update(named)
+    return _Kinds(matter_days, budget, None if every else frozenset(matters))
+
+
+def _groups(kinds: _Kinds, entry_kind: str, key: str | None, matter: str | None, work_date: dt.date) -> list[Day]:
+    """The groups an entry (or a stored row's columns) takes part in."""
+    groups: list[Day] = []
+    time = entry_kind == EntryKind.TIME.value
+    if time and key is not None:
+        groups.append((key, work_date))
+    if time and kinds.matter_days and matter is not None:
+        groups.append((MATTER_DAY + matter, work_date))
+    if kinds.budgeted(matter):
+        groups.append((BUDGET + matter, work_date))  # type: ignore[operator]
+    return groups
+
+
+def _entry_groups(kinds: _Kinds, entry: Entry) -> list[Day]:
+    return _groups(kinds, entry.entry_kind.value, _timekeeper_key(entry), entry.law_firm_matter_id, entry.work_date)
+
+
+def _whole(group: Day) -> Day:
+    """A group as a whole: a budget is one group per matter, whatever the date that named it."""
+    return (group[0], dt.date.min) if group[0].startswith(BUDGET) else group
 
 
 def _bucket(day: Day) -> int:
@@ -151,15 +225,46 @@ def lock_days(session: Session, days: Iterable[Day | None]) -> None:
     needs none: it lets one transaction write at a time, and each takes its write lock before it reads."""
     if session.get_bind().dialect.name != "postgresql":
         return
-    buckets = sorted({_bucket(day) for day in days if day})
+    buckets = sorted({_bucket(_whole(day)) for day in days if day})
     if buckets:  # taken in the array's (sorted) order, one row of the function scan at a time: no deadlocks
         session.execute(text("SELECT count(pg_advisory_xact_lock(:space, b)) FROM unnest(CAST(:buckets AS integer[]))"
                              " AS b"), {"space": _LOCK_SPACE, "buckets": buckets})
 
 
-def _stored_day(key: str | None, work_date: dt.date) -> Day | None:
-    """A stored row's day, from its columns: the day a changed or withdrawn entry leaves."""
-    return (key, work_date) if key is not None else None
+_GROUP_COLUMNS = (EntryRow.entry_kind, EntryRow.timekeeper_key, EntryRow.law_firm_matter_id, EntryRow.work_date)
+
+
+def _row_groups(kinds: _Kinds, row: Any) -> list[Day]:
+    """A stored row's groups, from its columns: those a changed or withdrawn entry leaves."""
+    return _groups(kinds, row.entry_kind, row.timekeeper_key, row.law_firm_matter_id, row.work_date)
+
+
+def lock_groups(session: Session, kinds: _Kinds, groups: Iterable[Day]) -> None:
+    """Hold ``groups`` (lock_days) and, when an entry can be in several groups, the other groups of the stored
+    entries in them: judging a group may judge those entries again, and whoever writes an entry holds all its
+    groups. Those are read before the locks are taken, so all are taken in one order (no deadlocks); an entry
+    that joins meanwhile brings its groups in a second round."""
+    if session.get_bind().dialect.name != "postgresql":
+        return
+    groups = list(groups)
+    wanted = {_whole(g) for g in groups}
+    if kinds.several:
+        rows, _ = _ring_one(session, kinds, groups, (), _LOCK_COLUMNS)
+        wanted.update(_whole(g) for row in rows.values() for g in _row_groups(kinds, row))
+    lock_days(session, wanted)
+
+
+def lock_entries(session: Session, entry_ids: Sequence[int]) -> None:
+    """Hold the groups of these stored entries and of their neighbours (review actions, invoice building)."""
+    ids = [entry_id for entry_id in entry_ids if 0 < entry_id < 2**31]
+    if not ids or session.get_bind().dialect.name != "postgresql":
+        return
+    kinds = _kinds(_versions(session))
+    groups: list[Day] = []
+    for chunk in _chunks(ids, LOOKUP_CHUNK):
+        for row in session.execute(select(*_GROUP_COLUMNS).where(EntryRow.id.in_(chunk))):
+            groups += _row_groups(kinds, row)
+    lock_groups(session, kinds, groups)
 
 
 def _columns(entry: Entry, record: dict[str, Any], version: str) -> dict[str, Any]:
@@ -171,8 +276,20 @@ def _columns(entry: Entry, record: dict[str, Any], version: str) -> dict[str, An
         "timekeeper_key": _timekeeper_key(entry),
         "timekeeper_name": entry.timekeeper_name, "work_date": entry.work_date, "hours_billed": entry.hours_billed,
         "rate": entry.rate, "amount": entry.amount, "record": record,
-        "data_quality_flags": entry.data_quality_flags or None,
+        "data_quality_flags": entry.data_quality_flags or None, "matter_source_id": entry.matter_source_id,
+        "utbms_task_code": entry.utbms_task_code, "charged_amount": charged(entry, True),
     }
+
+
+def _context_columns(ctx: EvaluationContext) -> dict[str, Any]:
+    return {"as_of": ctx.as_of, "period_start": ctx.period_start, "period_end": ctx.period_end}
+
+
+def stored_context(row: Any) -> EvaluationContext | None:
+    """The evaluation context a stored entry was last judged with (None if it was stored before they were kept)."""
+    if row.as_of is None and row.period_start is None and row.period_end is None:
+        return None
+    return EvaluationContext(as_of=row.as_of, period_start=row.period_start, period_end=row.period_end)
 
 
 def replace_record(row: EntryRow, record: dict[str, Any]) -> None:
@@ -194,7 +311,12 @@ def ingest(
     breaker: CircuitBreaker | None = None,
 ) -> IngestResult:
     """Upsert ``entries`` and evaluate what changed, with the stored entries of their days; judge those
-    again whose findings the batch changes. Runs inside the caller's transaction."""
+    again whose findings the batch changes. Runs inside the caller's transaction.
+
+    ``context`` (as-of date, billing period) judges every entry of the batch. Without one, an entry is judged as
+    of today, in the billing period it was stored with if it is already stored (none for a new one); each entry
+    keeps the context it was judged with, and is judged with it again when a neighbour or a reviewer changes it.
+    """
     now = dt.datetime.now(dt.UTC)
     ctx = context or EvaluationContext(as_of=now.date())
     breaker = breaker or CircuitBreaker()
@@ -208,19 +330,22 @@ def ingest(
     result = IngestResult(batch_id=batch.id, received=len(incoming))
 
     # What deciding needs of the stored rows (the records of those that changed are read further down), read
-    # once the days the batch touches are held: the days entries arrive on, and those stored rows leave.
+    # once the groups the batch touches are held: those entries arrive in, and those stored rows leave.
     uids = list(incoming)
+    versions = _versions(session)
+    kinds = _kinds(versions)
     if session.get_bind().dialect.name == "postgresql":
-        days: set[Day | None] = {_day(entry) for entry in incoming.values()}
+        days: set[Day] = {g for entry in incoming.values() for g in _entry_groups(kinds, entry)}
         for start in range(0, len(uids), LOOKUP_CHUNK):
-            days.update(_stored_day(key, work_date) for key, work_date in session.execute(
-                select(EntryRow.timekeeper_key, EntryRow.work_date)
-                .where(EntryRow.entry_uid.in_(uids[start:start + LOOKUP_CHUNK]))))
-        lock_days(session, days)
+            for row in session.execute(select(*_GROUP_COLUMNS).where(
+                    EntryRow.entry_uid.in_(uids[start:start + LOOKUP_CHUNK]))):
+                days.update(_row_groups(kinds, row))
+        lock_groups(session, kinds, days)
     existing: dict[str, Row[Any]] = {}
     for start in range(0, len(uids), LOOKUP_CHUNK):
         existing.update((row.entry_uid, row) for row in session.execute(
-            select(EntryRow.entry_uid, EntryRow.id, EntryRow.source_version, EntryRow.state, EntryRow.version)
+            select(EntryRow.entry_uid, EntryRow.id, EntryRow.source_version, EntryRow.state, EntryRow.version,
+                   EntryRow.period_start, EntryRow.period_end)
             .where(EntryRow.entry_uid.in_(uids[start:start + LOOKUP_CHUNK]))))
 
     touched: list[_Pending] = []  # in batch order: each gets its review action(s) in that order
@@ -243,12 +368,13 @@ def ingest(
             result.conflicts += 1
             continue
         if row is None:
-            pending = _Pending(entry, "ingested", None, 1, version, record, None, EntryState.READY)
+            pending = _Pending(entry, "ingested", None, 1, version, record, None, EntryState.READY, context=ctx)
             result.created += 1
         else:
             pending = _Pending(entry, "updated", row.id, row.version + 1, version, record or entry_record(entry),
                                {"source_version": row.source_version, "state": row.state, "record": None},
-                               row.state)
+                               row.state, context=ctx if context is not None else EvaluationContext(
+                                   as_of=ctx.as_of, period_start=row.period_start, period_end=row.period_end))
             result.updated += 1
         if entry.status in WITHDRAWN_STATUSES:  # counted as withdrawn, not also as new or changed
             pending.withdrawn = True
@@ -264,18 +390,18 @@ def ingest(
     updated = {p.id: p for p in touched if p.action == "updated"}
     ids = list(updated)
     for start in range(0, len(ids), LOOKUP_CHUNK):
-        for entry_id, stored, key, work_date in session.execute(
-                select(EntryRow.id, EntryRow.record, EntryRow.timekeeper_key, EntryRow.work_date)
-                .where(EntryRow.id.in_(ids[start:start + LOOKUP_CHUNK]))):
-            updated[entry_id].before["record"] = stored  # type: ignore[index]
-            updated[entry_id].stored_day = _stored_day(key, work_date)
+        for row in session.execute(select(EntryRow.id, EntryRow.record, *_GROUP_COLUMNS)
+                                   .where(EntryRow.id.in_(ids[start:start + LOOKUP_CHUNK]))):
+            updated[row.id].before["record"] = row.record  # type: ignore[index]
+            updated[row.id].stored_groups = _row_groups(kinds, row)
 
     # Judge before writing anything, so that each entry row is written once, with its state.
     changed = [p for p in touched if p.action != "conflict" and not p.withdrawn]
-    days = _days(session, [(p.id, p.entry) for p in changed], lambda: _changes(touched),
-                 skip={p.id for p in touched if p.action != "conflict" and p.id is not None})
-    versions = _versions(session) if days.entries else []
-    judgements, flags, found = _judge(versions, days.entries, days.judged, ctx, backend, breaker, result)
+    days = _days(session, [(p.id, p.entry) for p in changed], lambda: _changes(touched, kinds),
+                 skip={p.id for p in touched if p.action != "conflict" and p.id is not None}, kinds=kinds,
+                 versions=versions)
+    judgements, flags, found = _judge(versions, days.entries, days.judged, ctx, backend, breaker, result,
+                                      contexts=[p.context for p in changed], carried=days.carried)
     _settle(changed, flags, result)
 
     write = _Writer(session, now)
@@ -288,7 +414,8 @@ def ingest(
             columns = _columns(entry, pending.record or entry_record(entry), pending.source_version)
             columns["record_json"] = write(columns.pop("record"))
             columns.update(entry_uid=entry.entry_uid, state=pending.state, worst_severity=pending.worst_severity,
-                           version=1, now=write.now)  # pending_record left out: NULL
+                           version=1, now=write.now, **_context_columns(pending.context or ctx))
+            # (pending_record left out: NULL)
             rows.append(columns)
             pending.record = None  # not needed any more
         for pending, entry_id in zip(chunk, write.insert(_ENTRIES, rows), strict=True):
@@ -300,7 +427,8 @@ def ingest(
             columns = _columns(pending.entry, pending.record, pending.source_version)  # type: ignore[arg-type]
             # A new source version replaces whatever a reviewer adjusted: the adjusted-from record goes too.
             columns.update(id=pending.id, state=pending.state, worst_severity=pending.worst_severity,
-                           version=pending.version, updated_at=now, source_record=None)
+                           version=pending.version, updated_at=now, source_record=None,
+                           **_context_columns(pending.context or ctx))
             rows.append(columns)
         session.execute(update(EntryRow), rows)  # by primary key; synchronises rows loaded in the session
     conflicts = [{"id": p.id, "pending_record": p.record, "state": p.state, "version": p.version, "updated_at": now}
@@ -339,15 +467,16 @@ def ingest(
     return result
 
 
-def _changes(touched: Iterable[_Pending]) -> Iterator[Change]:
-    """The days a batch changes and how: an entry joins its day, and a changed or withdrawn one leaves its
-    stored day. A conflict keeps the record that was billed, so its day does not change."""
+def _changes(touched: Iterable[_Pending], kinds: _Kinds) -> Iterator[Change]:
+    """The groups a batch changes and how: an entry joins its groups, and a changed or withdrawn one leaves its
+    stored groups. A conflict keeps the record that was billed, so its groups do not change."""
     for p in touched:
         if p.action != "conflict":
-            if p.stored_day is not None:
-                yield p.stored_day, p.entry.entry_uid, "withdrawn" if p.withdrawn else p.action
-            if not p.withdrawn and (day := _day(p.entry)) is not None:
-                yield day, p.entry.entry_uid, p.action
+            for day in p.stored_groups:
+                yield day, p.entry.entry_uid, "withdrawn" if p.withdrawn else p.action
+            if not p.withdrawn:
+                for day in _entry_groups(kinds, p.entry):
+                    yield day, p.entry.entry_uid, p.action
 
 
 def _custom_plans(session: Session) -> Callable[[], None]:
@@ -381,7 +510,8 @@ class _Pending:
     state: str | None
     worst_severity: str | None = None
     withdrawn: bool = False
-    stored_day: Day | None = None  # the stored row's day (a changed or withdrawn entry leaves it)
+    stored_groups: list[Day] = field(default_factory=list)  # the stored row's (a changed or withdrawn entry leaves)
+    context: EvaluationContext | None = None  # what it is judged with
 
     @property
     def data_quality_flags(self) -> list[str]:
@@ -504,7 +634,7 @@ def _evidence_key(evidence: list[Any]) -> tuple[Any, ...] | None:
         expected, actual = _value_key(ev.expected), _value_key(ev.actual)
         if expected is _NO_KEY or actual is _NO_KEY:
             return None
-        key.append((ev.field, ev.operator, expected, actual))
+        key.append((ev.field, ev.operator, expected, actual, ev.basis))
     return tuple(key)
 
 
@@ -566,20 +696,28 @@ def _settle(rows: Sequence[Any], flags: Sequence[tuple[bool, bool, str | None]],
 def reevaluate(session: Session, rows: Sequence[EntryRow], *, context: EvaluationContext | None = None,
                backend: str | None = "auto", actor: str = "system:rejudge") -> IngestResult:
     """Judge stored entries again (after a reviewer's edit, or a new rule set version); no circuit breaker.
-    Like arriving entries, they are judged with the stored entries of their days, and the stored entries
-    whose findings they change are judged again too."""
+    Like arriving entries, they are judged with the stored entries of their groups, and the stored entries
+    whose findings they change are judged again too. Each is judged with ``context`` if given, else with the
+    context it was judged with before (as of today if it has none), and keeps it. The caller holds the rows'
+    groups (``lock_entries``)."""
     now = dt.datetime.now(dt.UTC)
-    ctx = context or EvaluationContext(as_of=now.date())
     result = IngestResult(batch_id=0, received=len(rows))
+    versions = _versions(session)
+    kinds = _kinds(versions)
     entries = [Entry.model_validate(row.record) for row in rows]
+    contexts = [context or stored_context(row) or EvaluationContext(as_of=now.date()) for row in rows]
+    ctx = contexts[0] if contexts else context or EvaluationContext(as_of=now.date())
     changes: list[Change] = []
     for row, entry in zip(rows, entries, strict=True):
-        left, joined = _stored_day(row.timekeeper_key, row.work_date), _day(entry)
-        changes += [(day, row.entry_uid, "changed") for day in {left, joined} if day is not None]
+        groups = {*_row_groups(kinds, row), *_entry_groups(kinds, entry)}
+        changes += [(day, row.entry_uid, "changed") for day in sorted(groups)]
+    for row, entry, used in zip(rows, entries, contexts, strict=True):  # the columns that come from the record
+        row.utbms_task_code, row.charged_amount = entry.utbms_task_code, charged(entry, True)
+        row.as_of, row.period_start, row.period_end = used.as_of, used.period_start, used.period_end
     days = _days(session, [(row.id, entry) for row, entry in zip(rows, entries, strict=True)], lambda: changes,
-                 skip={row.id for row in rows})
-    versions = _versions(session) if days.entries else []
-    judgements, flags, found = _judge(versions, days.entries, days.judged, ctx, backend, NEVER_TRIPS, result)
+                 skip={row.id for row in rows}, kinds=kinds, versions=versions)
+    judgements, flags, found = _judge(versions, days.entries, days.judged, ctx, backend, NEVER_TRIPS, result,
+                                      contexts=contexts, carried=days.carried)
     write = _Writer(session, now)
     supersede(session, [row.id for row in rows])
     _record(session, rows, judgements, None, write)
@@ -591,16 +729,17 @@ def reevaluate(session: Session, rows: Sequence[EntryRow], *, context: Evaluatio
 
 def rejudge_days(session: Session, rows: Sequence[EntryRow], *, actor: str,
                  context: EvaluationContext | None = None, backend: str | None = "auto") -> IngestResult:
-    """Judge again, where their findings change, the stored entries of the days of ``rows``: entries whose
-    state changed but not their content (a reviewer rejected them, so their hours stop counting)."""
+    """Judge again, where their findings change, the stored entries of the groups of ``rows``: entries whose
+    state changed but not their content (a reviewer rejected them, so their hours stop counting). Each neighbour
+    is judged with its own context; ``context`` is for those that have none."""
     now = dt.datetime.now(dt.UTC)
     ctx = context or EvaluationContext(as_of=now.date())
     result = IngestResult(batch_id=0, received=len(rows))
-    changes: list[Change] = [(day, row.entry_uid, str(row.state)) for row in rows
-                             if (day := _stored_day(row.timekeeper_key, row.work_date)) is not None]
-    days = _days(session, [], lambda: changes, skip=())
-    versions = _versions(session) if days.entries else []
-    _, _, found = _judge(versions, days.entries, [], ctx, backend, NEVER_TRIPS, result)
+    versions = _versions(session)
+    kinds = _kinds(versions)
+    changes: list[Change] = [(day, row.entry_uid, str(row.state)) for row in rows for day in _row_groups(kinds, row)]
+    days = _days(session, [], lambda: changes, skip=(), kinds=kinds, versions=versions)
+    _, _, found = _judge(versions, days.entries, [], ctx, backend, NEVER_TRIPS, result, carried=days.carried)
     _rejudge(session, versions, days, found, ctx, backend, None, _Writer(session, now), actor, now, result)
     session.flush()
     return result
@@ -655,7 +794,7 @@ def _active(findings: Iterable[_Finding]) -> set[_Finding]:
 
 @dataclass(slots=True, eq=False)
 class _Neighbour:
-    """A stored entry on a day being judged, in a state whose hours count. Judging it again reads and sets
+    """A stored entry in a group being judged, in a state whose hours count. Judging it again reads and sets
     what it would of an EntryRow: id, version, source_version, state and worst_severity."""
 
     id: int
@@ -664,33 +803,42 @@ class _Neighbour:
     version: int
     source_version: str
     worst_severity: str | None
-    day: Day
-    aggregates: set[_Finding] | None  # its current aggregate findings; None if never judged again (billed)
-    position: int = -1  # in the day's entries (``_Days.entries``)
+    groups: list[Day]  # as wholes (_whole)
+    aggregates: set[_Finding] | None  # its current aggregate findings; None if never judged again (billed, or
+    # read only for the groups of another neighbour)
+    context: EvaluationContext | None = None  # what it was judged with
+    position: int = -1  # in the groups' entries (``_Days.entries``)
 
 
 @dataclass(slots=True)
 class _Days:
-    """The days a batch changes: their entries in the order the aggregate rules see them, the position of each
-    entry being judged among them (in batch order), their stored neighbours, and what changed each day."""
+    """The groups a batch changes: their entries in the order the aggregate rules see them, the position of each
+    entry being judged among them (in batch order), their stored neighbours, what changed in each group, and,
+    per rule set version and budget rule, the budget totals of the stored entries before those given."""
 
     entries: list[Entry]
     judged: Sequence[int]
     neighbours: list[_Neighbour]
-    changes: list[Change]  # on the neighbours' days
+    changes: list[Change]  # in the neighbours' groups
+    carried: dict[int, dict[str, Carried]] = field(default_factory=dict)
+    kinds: _Kinds = TIMEKEEPER_DAYS
 
 
 def _days(session: Session, arrivals: Sequence[tuple[int | None, Entry]],
-          changes: Callable[[], Iterable[Change]], skip: Container[int]) -> _Days:
-    """The entries of the days ``changes()`` names: ``arrivals`` (the entries being judged, with their ids if
+          changes: Callable[[], Iterable[Change]], skip: Container[int], *, kinds: _Kinds = TIMEKEEPER_DAYS,
+          versions: Sequence[tuple[RuleSetVersion, RuleSet]] = ()) -> _Days:
+    """The entries of the groups ``changes()`` names: ``arrivals`` (the entries being judged, with their ids if
     stored) and the stored neighbours (but the ids in ``skip``: being judged or withdrawn). Stored entries
     come first, by id (the order they were first stored in), then new ones in batch order. ``changes`` is a
-    function, so that a first load never holds them all: only those on the neighbours' days are kept."""
-    neighbours = _neighbours(session, {day for day, _, _ in changes()}, skip)
+    function, so that a first load never holds them all: only those in the neighbours' groups are kept."""
+    neighbours, since = _neighbours(session, kinds, {day for day, _, _ in changes()}, skip)
+    if kinds.several:  # one that joined a group after lock_groups read it: its other groups are held now too
+        lock_days(session, [day for n in neighbours if n.aggregates is not None for day in n.groups])
+    carried = _carried(session, versions, since) if since else {}
     if not neighbours and all(entry_id is None for entry_id, _ in arrivals):  # a first load: nothing to order
-        return _Days([entry for _, entry in arrivals], range(len(arrivals)), [], [])
-    visited = {n.day for n in neighbours}
-    kept = [change for change in changes() if change[0] in visited]  # what a neighbour's trail may name
+        return _Days([entry for _, entry in arrivals], range(len(arrivals)), [], [], carried, kinds)
+    visited = {day for n in neighbours for day in n.groups}
+    kept = [change for change in changes() if _whole(change[0]) in visited]  # what a neighbour's trail may name
     members: list[tuple[tuple[int, int], _Neighbour | int]] = [((0, n.id), n) for n in neighbours]
     members += [((1, k) if entry_id is None else (0, entry_id), k) for k, (entry_id, _) in enumerate(arrivals)]
     members.sort(key=itemgetter(0))
@@ -703,37 +851,148 @@ def _days(session: Session, arrivals: Sequence[tuple[int | None, Entry]],
         else:
             judged[member] = position
             entries.append(arrivals[member][1])
-    return _Days(entries, judged, neighbours, kept)
+    return _Days(entries, judged, neighbours, kept, carried, kinds)
 
 
-def _neighbours(session: Session, days: Collection[Day], skip: Container[int]) -> list[_Neighbour]:
-    """The stored time entries on ``days`` whose hours count, but the ids in ``skip``, by id, with their
-    records and, for those that may be judged again, their current aggregate findings. A few queries per
-    batch."""
+_LOCK_COLUMNS = (EntryRow.id, EntryRow.state, *_GROUP_COLUMNS)
+_ROW_COLUMNS = (EntryRow.id, EntryRow.state, EntryRow.version, EntryRow.source_version, EntryRow.worst_severity,
+                EntryRow.as_of, EntryRow.period_start, EntryRow.period_end, *_GROUP_COLUMNS)
+
+
+def _cutoffs(groups: Iterable[Day]) -> dict[str, dt.date]:
+    """Per budgeted matter among ``groups``, the earliest date named: its totals change from there on."""
+    since: dict[str, dt.date] = {}
+    for key, day in groups:
+        if key.startswith(BUDGET):
+            matter = key[len(BUDGET):]
+            if matter not in since or day < since[matter]:
+                since[matter] = day
+    return since
+
+
+def _group_rows(session: Session, groups: Collection[Day], since: dict[str, dt.date], skip: Container[int],
+                columns: Sequence[Any], until: dict[str, dt.date] | None = None) -> Iterator[list[Row[Any]]]:
+    """The stored entries whose hours or fees count (COUNTED), but the ids in ``skip``, of the timekeeper-days and
+    matter-days among ``groups`` (time entries) and of each budgeted matter from its date in ``since`` (to its
+    date in ``until``, if there), in chunks of rows."""
+    timekeeper_days = [g for g in groups if not g[0].startswith("\x1d")]
+    matter_days = [(g[0][len(MATTER_DAY):], g[1]) for g in groups if g[0].startswith(MATTER_DAY)]
+    for column, days in ((EntryRow.timekeeper_key, timekeeper_days), (EntryRow.law_firm_matter_id, matter_days)):
+        for on_days in _on_days(days, column):
+            yield [row for row in session.execute(select(*columns).where(on_days))
+                   if row.entry_kind == EntryKind.TIME.value and row.state in COUNTED and row.id not in skip]
+    terms = []
+    for matter, first in sorted(since.items()):
+        term = and_(EntryRow.law_firm_matter_id == matter, EntryRow.work_date >= first)
+        if until is not None and matter in until:
+            term = and_(term, EntryRow.work_date <= until[matter])
+        terms.append(term)
+    for chunk in _chunks(terms, DAY_TERMS):
+        yield [row for row in session.execute(select(*columns).where(or_(*chunk)))
+               if row.state in COUNTED and row.id not in skip]
+
+
+def _ring_one(session: Session, kinds: _Kinds, groups: Collection[Day], skip: Container[int],
+              columns: Sequence[Any]) -> tuple[dict[int, Row[Any]], dict[str, dt.date]]:
+    """The stored entries of ``groups`` (those whose findings the change may change), and from which date each
+    budgeted matter is read: the earliest change in it, or the earliest of its entries read for their day."""
+    since = _cutoffs(groups)
+    days = {_whole(g) for g in groups if not g[0].startswith(BUDGET)}
     rows: dict[int, Row[Any]] = {}
-    for on_days in _on_days(days):
-        for row in session.execute(
-                select(EntryRow.id, EntryRow.entry_kind, EntryRow.state, EntryRow.version, EntryRow.source_version,
-                       EntryRow.worst_severity, EntryRow.timekeeper_key, EntryRow.work_date).where(on_days)):
-            if row.entry_kind == EntryKind.TIME.value and row.state in COUNTED and row.id not in skip:
-                rows[row.id] = row
+    for chunk in _group_rows(session, days, {}, skip, columns):
+        rows.update((row.id, row) for row in chunk)
+    for row in rows.values():
+        matter = row.law_firm_matter_id
+        if matter in since and row.work_date < since[matter]:
+            since[matter] = row.work_date
+    if since:
+        for chunk in _group_rows(session, (), since, skip, columns):
+            rows.update((row.id, row) for row in chunk)
+    return rows, since
+
+
+def _neighbours(session: Session, kinds: _Kinds, groups: Collection[Day],
+                skip: Container[int]) -> tuple[list[_Neighbour], dict[str, dt.date]]:
+    """The stored entries of ``groups`` whose hours count, but the ids in ``skip``, by id, with their records
+    and, for those that may be judged again, their current aggregate findings; and the date from which each
+    budgeted matter is read (what comes before is carried in as totals).
+
+    When an entry can be in several groups, each of those entries' other groups is read too (``_ring_one`` reads
+    the first ring), so that their findings are judged over whole groups; the entries read only for that are
+    never judged again (nothing of theirs changed). A few queries per batch."""
+    rows, since = _ring_one(session, kinds, groups, skip, _ROW_COLUMNS)
+    outer: dict[int, Row[Any]] = {}
+    if kinds.several and rows:
+        wanted = {_whole(g) for g in groups}
+        more: set[Day] = set()
+        since_more: dict[str, dt.date] = {}
+        until_more: dict[str, dt.date] = {}
+        for row in rows.values():
+            for group in _row_groups(kinds, row):
+                if _whole(group) in wanted:
+                    continue
+                if group[0].startswith(BUDGET):
+                    matter = group[0][len(BUDGET):]
+                    since_more[matter] = min(since_more.get(matter, group[1]), group[1])
+                    until_more[matter] = max(until_more.get(matter, group[1]), group[1])
+                else:
+                    more.add(group)
+        for chunk in _group_rows(session, more, since_more, skip, _ROW_COLUMNS, until_more):
+            outer.update((row.id, row) for row in chunk if row.id not in rows)
+        since.update(since_more)
     if not rows:
-        return []
-    ids = sorted(rows)
+        return [], since
+    ids = sorted({*rows, *outer})
     records: dict[int, dict[str, Any]] = {}
     for chunk in _chunks(ids, LOOKUP_CHUNK):
         for entry_id, record in session.execute(select(EntryRow.id, EntryRow.record).where(EntryRow.id.in_(chunk))):
             records[entry_id] = record
     neighbours = []
     for entry_id in ids:
-        row = rows[entry_id]
+        row = rows.get(entry_id) or outer[entry_id]
+        judgeable = entry_id in rows and row.state in REJUDGED
         neighbours.append(_Neighbour(entry_id, Entry.model_validate(records.pop(entry_id)), EntryState(row.state),
                                      row.version, row.source_version, row.worst_severity,
-                                     (row.timekeeper_key, row.work_date), set() if row.state in REJUDGED else None))
+                                     [_whole(g) for g in _row_groups(kinds, row)], set() if judgeable else None,
+                                     stored_context(row)))
     judgeable = {n.id: n.aggregates for n in neighbours if n.aggregates is not None}
     for entry_id, findings in _findings(session, list(judgeable), aggregates_only=True).items():
         judgeable[entry_id].update(findings)  # type: ignore[union-attr]
-    return neighbours
+    return neighbours, since
+
+
+_CARRIED_KEYS = (EntryRow.entry_kind, EntryRow.ledes_client_id, EntryRow.client_source_id, EntryRow.law_firm_matter_id,
+                 EntryRow.client_matter_id, EntryRow.matter_source_id, EntryRow.utbms_task_code, EntryRow.work_date)
+
+
+def _carried(session: Session, versions: Sequence[tuple[RuleSetVersion, RuleSet]],
+             since: dict[str, dt.date]) -> dict[int, dict[str, Carried]]:
+    """Per version and budget rule, the totals of each budgeted matter's stored entries before its date in
+    ``since``, from the columns alone: summed by PostgreSQL (exact NUMERIC) per day and code, and here in Python
+    on SQLite (whose SUM of decimal text would be a float)."""
+    rules = [(version, ruleset, rule) for version, ruleset in versions for rule in ruleset.rules
+             if rule.type == "budget" and rule.status != "draft"]
+    if not rules:
+        return {}
+    counted = [state.value for state in COUNTED]
+    terms = [and_(EntryRow.law_firm_matter_id == matter, EntryRow.work_date < first)
+             for matter, first in sorted(since.items())]
+    rows: list[Any] = []
+    grouped = session.get_bind().dialect.name == "postgresql"
+    for chunk in _chunks(terms, DAY_TERMS):
+        where = and_(or_(*chunk), EntryRow.state.in_(counted), EntryRow.charged_amount.is_not(None))
+        if grouped:
+            query = (select(*_CARRIED_KEYS, func.sum(EntryRow.charged_amount).label("charged"))
+                     .where(where).group_by(*_CARRIED_KEYS))
+        else:
+            query = select(*_CARRIED_KEYS, EntryRow.charged_amount.label("charged")).where(where)
+        rows += session.execute(query).all()
+    carried: dict[int, dict[str, Carried]] = {}
+    frozen = dict(since)
+    for version, ruleset, rule in rules:
+        sums = BudgetRule().carried_sums(rule, ruleset, rows)
+        carried.setdefault(version.id, {})[rule.id] = Carried(frozen, sums)
+    return carried
 
 
 def _findings(session: Session, ids: Sequence[int], *, aggregates_only: bool = False) -> dict[int, list[_Finding]]:
@@ -750,10 +1009,11 @@ def _findings(session: Session, ids: Sequence[int], *, aggregates_only: bool = F
     return found
 
 
-def _on_days(days: Collection[Day]) -> Iterator[ColumnElement[bool]]:
+def _on_days(days: Collection[Day], column: Any = EntryRow.timekeeper_key) -> Iterator[ColumnElement[bool]]:
     """WHERE clauses for the entries on ``days``, at most LOOKUP_CHUNK keys and DAY_TERMS dates each, in the form
     ``(work_date = d AND timekeeper_key IN (...)) OR ...``: both databases search ix_entries_timekeeper_date
-    with it, while SQLite scans the whole index for a row-value ``(timekeeper_key, work_date) IN (...)``."""
+    with it, while SQLite scans the whole index for a row-value ``(timekeeper_key, work_date) IN (...)``. With
+    ``column`` law_firm_matter_id, the same for matter-days (ix_entries_matter_date)."""
     by_date: dict[dt.date, list[str]] = {}
     for key, work_date in days:
         by_date.setdefault(work_date, []).append(key)
@@ -762,7 +1022,7 @@ def _on_days(days: Collection[Day]) -> Iterator[ColumnElement[bool]]:
     for work_date, keys in sorted(by_date.items()):
         while keys:
             part, keys = keys[:LOOKUP_CHUNK - size], keys[LOOKUP_CHUNK - size:]
-            terms.append(and_(EntryRow.work_date == work_date, EntryRow.timekeeper_key.in_(part)))
+            terms.append(and_(EntryRow.work_date == work_date, column.in_(part)))
             size += len(part)
             if size == LOOKUP_CHUNK or len(terms) == DAY_TERMS:
                 yield or_(*terms)
@@ -791,6 +1051,8 @@ class _Judgement:
 def _judge(versions: Sequence[tuple[RuleSetVersion, RuleSet]], entries: Sequence[Entry], judged: Sequence[int],
            ctx: EvaluationContext, backend: str | None, breaker: CircuitBreaker, result: IngestResult,
            held_by: Sequence[Collection[int]] | None = None,
+           contexts: Sequence[EvaluationContext | None] | None = None,
+           carried: dict[int, dict[str, Carried]] | None = None,
            ) -> tuple[list[_Judgement], list[tuple[bool, bool, str | None]], dict[int, set[_Finding]]]:
     """Evaluate the entries at positions ``judged`` with every applicable version, writing nothing; the others
     (stored neighbours) count in the aggregate rules only.
@@ -798,18 +1060,36 @@ def _judge(versions: Sequence[tuple[RuleSetVersion, RuleSet]], entries: Sequence
     Returns the judgements, whose positions index ``judged``; per judged entry, (flagged, held, worst
     severity); and the others' aggregate findings, by position in ``entries``. A judged entry is held when the
     circuit breaker trips on a version that flags it or, given ``held_by`` (per judged entry, the ids of the
-    versions that held it before), when such a version still flags it.
+    versions that held it before), when such a version still flags it. ``contexts`` gives, per judged entry, the
+    evaluation context it is judged with (None: ``ctx``); ``carried``, per version, the budget totals the
+    entries do not show (``_carried``).
     """
     flags: list[tuple[bool, bool, str | None]] = [(False, False, None)] * len(judged)
     judgements: list[_Judgement] = []
     others: dict[int, set[_Finding]] = {}
     everyone = len(judged) == len(entries)  # no neighbours (the arrivals may still be in another order)
     at = None if judged == range(len(entries)) else {position: k for k, position in enumerate(judged)}
+    by_context: dict[EvaluationContext, list[int]] = {ctx: []}  # judged entries by context: usually one
+    for k in range(len(judged)):
+        by_context.setdefault((contexts[k] if contexts is not None else None) or ctx, []).append(k)
+    if len(by_context) > 1 and not by_context[ctx]:
+        del by_context[ctx]
+    judged_at = set(judged) if len(by_context) > 1 else set()
     for version, ruleset in versions:
         subset = [k for k, position in enumerate(judged) if ruleset.applies_to(entries[position])]
         if not subset and (everyone or not any(map(ruleset.applies_to, entries))):
             continue
-        violations = evaluate(entries, ruleset, context=ctx, backend=backend, judge=None if everyone else judged)
+        totals = (carried or {}).get(version.id)
+        if len(by_context) == 1:
+            violations = evaluate(entries, ruleset, context=next(iter(by_context)), backend=backend,
+                                  judge=None if everyone else judged, carried=totals)
+        else:  # each judged entry with its own context; the neighbours' aggregate findings from the first
+            violations = []
+            for n, (context, ks) in enumerate(by_context.items()):
+                mine = {judged[k] for k in ks}
+                violations += [v for v in evaluate(entries, ruleset, context=context, backend=backend,
+                                                   judge=sorted(mine), carried=totals)
+                               if v.entry_index in mine or (n == 0 and v.entry_index not in judged_at)]
         enforcing = version.status == RuleSetStatus.ACTIVE
         found: dict[int, list[Violation]] = {}
         for v in violations:
@@ -848,15 +1128,18 @@ def _rejudge(session: Session, versions: Sequence[tuple[RuleSetVersion, RuleSet]
     if not changed:
         return
     current = _findings(session, [n.id for n in changed])
-    # With every entry of their days and no others, in the same order: the same groups, fully judged.
-    wanted = {n.day for n in changed}
-    positions = sorted({position for position, entry in enumerate(days.entries) if _day(entry) in wanted}
+    # With every entry of their groups and no others, in the same order (and the same budget totals carried in):
+    # the same groups, fully judged; each with the context it was judged with before.
+    wanted = {day for n in changed for day in n.groups}
+    positions = sorted({position for position, entry in enumerate(days.entries)
+                        if any(_whole(day) in wanted for day in _entry_groups(days.kinds, entry))}
                        | {n.position for n in changed})  # (a row's columns normally agree with its record)
     at = {position: k for k, position in enumerate(positions)}
     held_by = _held_by(session, [n.id for n in changed if n.state is EntryState.HELD])
     judgements, flags, _ = _judge(versions, [days.entries[position] for position in positions],
                                   [at[n.position] for n in changed], ctx, backend, NEVER_TRIPS, result,
-                                  [held_by.get(n.id, ()) for n in changed])
+                                  [held_by.get(n.id, ()) for n in changed], contexts=[n.context for n in changed],
+                                  carried=days.carried)
     findings: list[list[_Finding]] = [[] for _ in changed]
     for judgement in judgements:
         for k, vs in judgement.found.items():
@@ -865,15 +1148,15 @@ def _rejudge(session: Session, versions: Sequence[tuple[RuleSetVersion, RuleSet]
                                  if n.state is EntryState.IN_REVIEW and not flagged])
     causes: dict[Day, dict[str, str]] = {}
     for day, uid, what in days.changes:
-        if day in wanted:
-            causes.setdefault(day, {})[uid] = what
+        if _whole(day) in wanted:
+            causes.setdefault(_whole(day), {})[uid] = what
     rows, actions = [], []
     for n, (flagged, held, worst), after in zip(changed, flags, findings, strict=True):
         had = _active(current.get(n.id, ()))
         before = {"state": str(n.state), "version": n.version, "worst_severity": n.worst_severity,
                   "findings": [f.shown() for f in _sorted(had)]}
         rules = sorted({f.rule_id for f in n.aggregates ^ found.get(n.position, set())})  # type: ignore[operator]
-        cause = causes[n.day]
+        cause = {uid: what for day in n.groups for uid, what in causes.get(day, {}).items()}
         happened = ", ".join(f"{uid} was {what}" for uid, what in cause.items())
         unmapped = bool(n.entry.data_quality_flags)
         n.state = _next_state(n.state, flagged, held, _active(after) <= had, n.id in refused or unmapped)

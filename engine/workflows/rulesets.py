@@ -1,5 +1,5 @@
-"""Rule set versions: store a rule file as a version, activate or shadow it, find the versions that judge
-entries, and backtest a version against the active one over the stored entries.
+"""Rule set versions: store a rule file as a version, activate or shadow it, and find the versions that judge
+entries (backtests of a version are in ``engine.workflows.backtest``).
 
 A version's text is stored verbatim; its revision is the content hash the loader computes, so the same rules
 are stored once however they are laid out.
@@ -8,18 +8,14 @@ are stored once however they are laid out.
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass, field
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from engine.errors import NotFound
-from engine.model import Entry
-from engine.rules.evaluate import evaluate
-from engine.rules.features import EvaluationContext
 from engine.rules.loader import load_text
 from engine.rules.ruleset import RuleSet
-from engine.store.models import EntryRow, EntryState, RuleSetStatus, RuleSetVersion
+from engine.store.models import RuleSetStatus, RuleSetVersion
 
 _RULESETS: dict[str, RuleSet] = {}
 
@@ -102,47 +98,3 @@ def shadow(session: Session, version_id: int) -> RuleSetVersion:
     version = get(session, version_id)
     set_status(session, version, RuleSetStatus.SHADOW)
     return version
-
-
-@dataclass
-class Backtest:
-    """What a version would flag over the stored entries, compared with its rule set's active version."""
-
-    draft: RuleSetVersion
-    active: RuleSetVersion | None
-    entries_checked: int
-    newly_flagged: dict[str, int] = field(default_factory=dict)  # by rule: (entry, rule) pairs gained
-    no_longer_flagged: dict[str, int] = field(default_factory=dict)  # by rule: pairs lost
-    examples: list[dict[str, str]] = field(default_factory=list)
-
-
-def backtest(session: Session, version_id: int, *, as_of: dt.date | None = None) -> Backtest:
-    """Evaluate a version over the stored entries (withdrawn ones left out) and compare with the active one."""
-    draft = get(session, version_id)
-    active = session.scalar(select(RuleSetVersion).where(
-        RuleSetVersion.ruleset_id == draft.ruleset_id, RuleSetVersion.status == RuleSetStatus.ACTIVE))
-    stored = [Entry.model_validate(r) for r in session.scalars(
-        select(EntryRow.record).where(EntryRow.state != EntryState.WITHDRAWN).order_by(EntryRow.id))]
-    ctx = EvaluationContext(as_of=as_of or dt.date.today())
-
-    def flags(version: RuleSetVersion | None) -> set[tuple[str, str]]:
-        if version is None:
-            return set()
-        return {(v.entry_uid, v.rule_id) for v in evaluate(stored, load_version(version), context=ctx,
-                                                           backend="python") if v.rule_status == "active"}
-
-    new, old = flags(draft), flags(active)
-    gained, lost = sorted(new - old), sorted(old - new)
-
-    def by_rule(pairs: list[tuple[str, str]]) -> dict[str, int]:
-        counts: dict[str, int] = {}
-        for _, rule_id in pairs:
-            counts[rule_id] = counts.get(rule_id, 0) + 1
-        return dict(sorted(counts.items()))
-
-    examples = [{"entry_uid": uid, "rule_id": rid, "change": "newly flagged"} for uid, rid in gained[:10]]
-    examples += [{"entry_uid": uid, "rule_id": rid, "change": "no longer flagged"} for uid, rid in lost[:10]]
-    ruleset = load_version(draft)
-    checked = sum(1 for e in stored if ruleset.applies_to(e))
-    return Backtest(draft=draft, active=active, entries_checked=checked, newly_flagged=by_rule(gained),
-                    no_longer_flagged=by_rule(lost), examples=examples)

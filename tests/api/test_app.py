@@ -279,7 +279,9 @@ def test_entry_detail_has_an_etag_the_findings_with_evidence_and_the_history(wor
     assert violation["rule_id"] == "ACME-RATE-001" and violation["ruleset_id"] == "acme-corp-ocg"
     assert (violation["ruleset_revision"], violation["severity"], violation["rule_status"]) == (
         revision, "error", "active")
-    assert violation["evidence"][-1] == {"field": "rate", "operator": "gt", "expected": "950", "actual": "990.00"}
+    assert {k: x for k, x in violation["evidence"][-1].items() if k != "basis"} == {
+        "field": "rate", "operator": "gt", "expected": "950", "actual": "990.00"}
+    assert violation["evidence"][-1]["basis"].startswith("classification PARTNR, in force from 2026-01-01")
     assert violation["adjustment"] == {"field": "rate", "current": "990.00", "proposed": "950", "amount": "-60.00"}
     assert violation["references"] == ["OCG 4.1 Approved rates"] and "990.00" in violation["message"]
     assert [(h["action"], h["actor"]) for h in detail["history"]] == [("ingested", "system:ingest")]
@@ -588,7 +590,8 @@ ROUTES = {("get", "/v1/review-items"), ("post", "/v1/review-items/bulk"), ("get"
           ("post", "/v1/invoices/preview"), ("get", "/v1/invoices/{ref}"), ("get", "/v1/invoices/{ref}/ledes"),
           ("post", "/v1/invoices/{ref}/submit"), ("post", "/v1/invoices/{ref}/poll"),
           ("post", "/v1/invoices/{ref}/void"), ("get", "/v1/entries/{entry_id}/portal-rejections"),
-          ("get", "/v1/timekeepers"), ("get", "/v1/timekeepers/{ledes_id}"), ("post", "/v1/timekeepers/import")}
+          ("get", "/v1/timekeepers"), ("get", "/v1/timekeepers/{ledes_id}"), ("post", "/v1/timekeepers/import"),
+          ("get", "/v1/reports/findings")}
 SIGNED = {("post", "/v1/webhooks/{source}"),  # authenticated by the source's signature, not an API key
           ("post", "/v1/webhooks/{source}/{token}")}  # or by a token in the path (mattero signs nothing)
 PROBES = {("get", "/healthz"), ("get", "/readyz")}  # no key: a load balancer asks (tests/api/test_health.py)

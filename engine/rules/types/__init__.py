@@ -8,9 +8,10 @@ from engine.rules.types import (
     expenses,
     narrative,
     rates,
+    staffing,
     timing,
 )
 from engine.rules.types.base import REGISTRY, Adjustment, AggregateHit, RuleProblem, RuleType, type_of
 
 __all__ = ["REGISTRY", "Adjustment", "AggregateHit", "RuleProblem", "RuleType", "aggregates", "codes",
-           "condition", "expenses", "narrative", "rates", "timing", "type_of"]
+           "condition", "expenses", "narrative", "rates", "staffing", "timing", "type_of"]

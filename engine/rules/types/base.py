@@ -12,8 +12,8 @@ from decimal import Decimal
 from typing import Any, ClassVar
 
 from engine.model import Entry
-from engine.rules.conditions import Evidence, Leaf, Node, all_of, any_of
-from engine.rules.features import DECIMAL, FIELD_TYPES, INT, Feature, field_feature
+from engine.rules.conditions import Evidence, FieldRef, Leaf, Node, all_of, any_of
+from engine.rules.features import DATE, DECIMAL, FIELD_TYPES, INT, ORDERED_TYPES, Feature, field_feature
 from engine.rules.ruleset import Rule, RuleSet
 
 Path = tuple[str | int, ...]
@@ -46,11 +46,15 @@ class Adjustment:
 @dataclass(slots=True)
 class AggregateHit:
     """A group of entries flagged together by a batch rule: each of ``indexes`` gets a violation
-    carrying the same evidence and the whole group as contributing entries."""
+    carrying the same evidence and the whole group as contributing entries. ``members``, when given, is the
+    group when it is more than the entries flagged (the attendees an attendance limit keeps); ``severity``, when
+    given, replaces the rule's (a budget's warning band)."""
 
     indexes: list[int]
     evidence: list[Evidence]
     variables: dict[str, Any] = field(default_factory=dict)
+    members: list[int] | None = None
+    severity: str | None = None
 
 
 # Reusable schema pieces ---------------------------------------------------------------------------
@@ -74,6 +78,7 @@ def list_of(items: dict[str, Any]) -> dict[str, Any]:
 STRINGS = list_of({"type": "string", "minLength": 1})
 CODE_LIST = list_of({"type": "string", "pattern": "^[A-Za-z]{1,2}[0-9]{2,3}$"})
 ACTION = {"enum": ["flag", "adjust"], "default": "flag"}
+DATE_TEXT = {"type": "string", "pattern": r"^\d{4}-\d{2}-\d{2}$"}  # as engine.rules.schema.DATE
 
 
 class RuleType:
@@ -104,6 +109,9 @@ class RuleType:
         """Extra values for message templates (named in ``message_variables``)."""
         return {}
 
+    # A type may also define ``describe(self, rule, ruleset) -> list[str]``: the lines a legal-ops reviewer
+    # reads to sign off the rule (``ocgate rules explain``).
+
 
 REGISTRY: dict[str, RuleType] = {}
 
@@ -120,16 +128,107 @@ def type_of(rule: Rule) -> RuleType:
 
 # Helpers for building conditions ------------------------------------------------------------------
 
-def leaf(field_name: str, op: str, value: Any = None) -> Leaf:
-    """A comparison on a field; numbers become the field's type (Decimal for money and hours)."""
+def leaf(field_name: str, op: str, value: Any = None, note: str = "") -> Leaf:
+    """A comparison on a field; numbers become the field's type (Decimal for money and hours).
+
+    ``value`` may be a :class:`FieldRef`: ``leaf("rate", "gt", FieldRef("standard_rate", Decimal("0.9")))``
+    compares the rate with 0.9 x the entry's standard rate (false when either is missing).
+    """
     kind = FIELD_TYPES[field_name]
+    if isinstance(value, FieldRef):
+        return versus(field_name, op, value, note)
     if op in ("in", "not_in"):
         value = tuple(value)
     elif kind == DECIMAL and isinstance(value, int) and not isinstance(value, bool):
         value = Decimal(value)
     elif kind == INT and isinstance(value, Decimal) and value == value.to_integral_value():
         value = int(value)
-    return Leaf(field_feature(field_name), op, value)
+    return Leaf(field_feature(field_name), op, value, note)
+
+
+def versus(field_name: str, op: str, ref: FieldRef, note: str = "", label: str = "") -> Leaf:
+    """``field op ref``: the difference of the two fields (times the factor) compared with zero."""
+    kind = FIELD_TYPES[field_name]
+    if op not in ("eq", "ne", "lt", "le", "gt", "ge"):
+        raise ValueError(f"{op} cannot compare two fields")
+    if kind not in ORDERED_TYPES or FIELD_TYPES.get(ref.field) not in ORDERED_TYPES:
+        raise ValueError(f"{field_name} and {ref.field} are not both numbers or both dates")
+    if (kind == DATE) != (FIELD_TYPES[ref.field] == DATE) or (kind == DATE and ref.times is not None):
+        raise ValueError(f"{field_name} and {ref.field} are not both numbers or both dates")
+    zero: Any = 0 if kind == DATE else Decimal(0)
+    return Leaf(Feature("versus", field_name, ref, label), op, zero, note)
+
+
+def field_ref(data: dict[str, Any], name: str, op: str, path: Path, label: str = "") -> Leaf:
+    """The YAML form ``value: {field: standard_rate, times: 0.9}`` of a comparison with another field,
+    checked: a known field of a comparable type, an ordering or equality operator, a positive factor."""
+    extra = sorted(set(data) - {"field", "times"})
+    if extra:
+        raise RuleProblem((*path, extra[0]), f"unknown key {extra[0]!r} in a field reference "
+                          "(expected field and times)", at_key=True)
+    other = data.get("field")
+    if not isinstance(other, str) or other not in FIELD_TYPES:
+        raise RuleProblem((*path, "field"), f"unknown field {other!r} to compare with; see docs/rules.md "
+                          "for the field list")
+    if op not in ("eq", "ne", "lt", "le", "gt", "ge"):
+        raise RuleProblem((*path[:-1], "op"), f"{op} cannot compare two fields (use eq, ne, lt, le, gt or ge)")
+    mine, theirs = FIELD_TYPES[name], FIELD_TYPES[other]
+    numeric = (DECIMAL, INT)
+    if not ((mine in numeric and theirs in numeric) or (mine == theirs == DATE)):
+        raise RuleProblem((*path, "field"), f"{name} ({mine}) cannot be compared with {other} ({theirs})")
+    times = data.get("times")
+    if times is not None:
+        if mine == DATE:
+            raise RuleProblem((*path, "times"), "dates cannot be multiplied: leave out times")
+        times = parse_factor(times, (*path, "times"))
+    return versus(name, op, FieldRef(other, times), label=label)
+
+
+_PERCENT = re.compile(r"^\s*(\d{1,3}(?:\.\d{1,4})?)\s*%\s*$")
+SHARE = {"oneOf": [{"type": "number", "minimum": 0, "maximum": 1},
+                   {"type": "string", "pattern": r"^\s*\d{1,3}(\.\d{1,4})?\s*%\s*$"}]}
+
+
+def parse_share(value: Any, path: Path) -> Decimal:
+    """A share between 0 and 1, written as a number (``0.5``) or a percentage (``"50%"``)."""
+    if isinstance(value, str):
+        found = _PERCENT.match(value)
+        if found is None:
+            raise RuleProblem(path, f"{value!r} is not a percentage such as \"10%\"")
+        share = Decimal(found.group(1)) / 100
+    elif isinstance(value, int | Decimal) and not isinstance(value, bool):
+        share = Decimal(value)
+    else:
+        raise RuleProblem(path, f"{value!r} is not a share: write 0.5 or \"50%\"")
+    if not 0 <= share <= 1:
+        raise RuleProblem(path, f"{value} is not between 0 and 100%")
+    return share
+
+
+def parse_factor(value: Any, path: Path) -> Decimal:
+    """A positive factor, written as a number (``0.9``, ``"0.9"``) or a percentage (``"90%"``)."""
+    if isinstance(value, str) and "%" in value:
+        found = _PERCENT.match(value)
+        if found is None:
+            raise RuleProblem(path, f"{value!r} is not a percentage such as \"90%\"")
+        factor = Decimal(found.group(1)) / 100
+    else:
+        try:
+            factor = Decimal(value.strip() if isinstance(value, str) else value)
+        except (ArithmeticError, TypeError, ValueError):
+            raise RuleProblem(path, f"{value!r} is not a number") from None
+        if isinstance(value, bool) or not factor.is_finite():
+            raise RuleProblem(path, f"{value!r} is not a number")
+    if factor <= 0 or factor > 1000:
+        raise RuleProblem(path, f"the factor {value} must be above 0 (and at most 1000)")
+    if factor.as_tuple().exponent < -6:  # type: ignore[operator]
+        raise RuleProblem(path, f"{value} has more than six decimal places")
+    return factor
+
+
+def percent(share: Decimal) -> str:
+    """``0.5`` as ``50%``, ``0.125`` as ``12.5%``."""
+    return f"{(share * 100).normalize():f}%"
 
 
 def is_time() -> Leaf:
@@ -167,7 +266,8 @@ def no_match(field_name: str, pattern: re.Pattern[str]) -> Leaf:
 
 
 __all__ = [
-    "ACTION", "CODE_LIST", "LIST_REF", "NON_NEGATIVE", "NUMBER", "POSITIVE", "REGISTRY", "STRINGS",
-    "Adjustment", "AggregateHit", "RuleProblem", "RuleType", "all_of", "any_of", "compile_regex",
-    "is_expense", "is_time", "leaf", "list_of", "match", "no_match", "one_of", "phrase_pattern", "register",
+    "ACTION", "CODE_LIST", "DATE_TEXT", "LIST_REF", "NON_NEGATIVE", "NUMBER", "POSITIVE", "REGISTRY", "SHARE",
+    "STRINGS", "Adjustment", "AggregateHit", "FieldRef", "RuleProblem", "RuleType", "all_of", "any_of",
+    "compile_regex", "field_ref", "is_expense", "is_time", "leaf", "list_of", "match", "no_match", "one_of",
+    "parse_factor", "parse_share", "percent", "phrase_pattern", "register", "versus",
 ]

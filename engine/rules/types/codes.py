@@ -81,6 +81,12 @@ class ApprovedTimekeepers(RuleType):
         field = rule.params.get("timekeeper_field", "timekeeper_ledes_id")
         return all_of(is_time(), any_of(leaf(field, "missing"), leaf(field, "not_in", rule.params["timekeepers"])))
 
+    def describe(self, rule: Rule, ruleset: RuleSet) -> list[str]:
+        field = rule.params.get("timekeeper_field", "timekeeper_ledes_id")
+        approved = rule.params["timekeepers"]
+        return [f"Flags a time entry whose {field} is missing or is not one of the {len(approved)} approved "
+                f"(compared exactly): {', '.join(approved)}.", "Expenses are not checked."]
+
 
 @register
 class BlockedCodes(RuleType):
@@ -102,6 +108,15 @@ class BlockedCodes(RuleType):
         parts = [one_of(field, expand_phases(rule.params[key]))
                  for key, field in CODE_FIELDS.items() if rule.params.get(key)]
         return any_of(*parts)
+
+    def describe(self, rule: Rule, ruleset: RuleSet) -> list[str]:
+        lines = ["Flags any entry (time or expense, billable or not) coded with any of:"]
+        for key in CODE_FIELDS:
+            codes = rule.params.get(key)
+            if codes:
+                kind = key.replace("_", " ")
+                lines.append(f"  - {kind if len(codes) > 1 else kind.removesuffix('s')} {codes_in_words(codes)}")
+        return lines
 
 
 @register
@@ -153,3 +168,37 @@ class RequiredCodes(RuleType):
         if not parts:
             raise RuleProblem(("params",), "this rule requires nothing: set task, activity or expense")
         return all_of(billable, any_of(*parts))
+
+    def describe(self, rule: Rule, ruleset: RuleSet) -> list[str]:
+        p = rule.params
+        lines = ["Looks at billable entries only, and flags:"]
+        if p.get("task", True):
+            lines.append("  - a time entry without a task code;")
+        allowed = []
+        for name in p.get("task_code_sets") or []:
+            tasks = [c.code for c in utbms_codes().values() if c.code_set == name and c.kind == "task"]
+            allowed.append(f"the task codes of the {name} code set ({tasks[0]} to {tasks[-1]}, {len(tasks)} codes)"
+                           if tasks else f"the {name} code set")
+        if p.get("allowed_task_codes"):
+            allowed.append(codes_in_words(p["allowed_task_codes"]))
+        if allowed:
+            lines.append(f"  - a time entry whose task code is not among {' and '.join(allowed)};")
+        if p.get("activity", True):
+            lines.append("  - a time entry without an activity code;")
+        if p.get("expense", True):
+            lines.append("  - an expense entry without an expense code.")
+        return lines
+
+
+def codes_in_words(codes: list[str]) -> str:
+    """``L140, A110`` or, for a phase, ``L100 (a phase, with its tasks L110, L120, ...)``."""
+    known = utbms_codes()
+    parts = []
+    for code in dict.fromkeys(c.upper() for c in codes):
+        found = known.get(code)
+        if found is not None and found.kind == "phase":
+            tasks = [c for c in expand_phases([code]) if c != code]
+            parts.append(f"{code} (a phase, with its tasks {', '.join(tasks)})" if tasks else code)
+        else:
+            parts.append(code)
+    return ", ".join(parts)

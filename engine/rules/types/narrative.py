@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from typing import Any
 
-from engine.rules.conditions import Leaf, Node, all_of, any_of
+from engine.model import Entry
+from engine.rules.conditions import Evidence, Leaf, Node, all_of, any_of
 from engine.rules.features import Feature
 from engine.rules.ruleset import Rule, RuleSet
 from engine.rules.types.base import (
@@ -44,7 +46,8 @@ class Narrative(RuleType):
         "anyOf": [{"required": ["min_length"]}, {"required": ["max_length"]},
                   {"required": ["forbidden_phrases"]}, {"required": ["required_pattern"]}],
     }
-    default_message = "Narrative fails the guideline ({field} {actual})"
+    message_variables = ("finding",)
+    default_message = "Narrative fails the guideline: {finding}"
 
     def check(self, rule: Rule, ruleset: RuleSet) -> Iterator[RuleProblem]:
         p = rule.params
@@ -60,8 +63,11 @@ class Narrative(RuleType):
 
     def compile(self, rule: Rule, ruleset: RuleSet) -> Node:
         p = rule.params
-        counted = Feature("words" if p.get("unit") == "words" else "length", "narrative",
-                          label=f"narrative {p.get('unit', 'characters')}")
+        # Lengths count the narrative without leading and trailing whitespace (padding cannot meet a
+        # minimum); words are the pieces between whitespace, which padding never changes.
+        words = p.get("unit") == "words"
+        counted = Feature("words" if words else "length", "narrative",
+                          label="narrative words" if words else "narrative characters after trimming")
         parts: list[Node] = []
         if p.get("min_length") is not None:
             parts.append(Leaf(counted, "lt", p["min_length"]))
@@ -74,6 +80,41 @@ class Narrative(RuleType):
         scope = p.get("applies_to", "time")
         kind = None if scope == "all" else leaf("entry_kind", "eq", scope)
         return all_of(kind, any_of(*parts))
+
+    def message_values(self, rule: Rule, entry: Entry, evidence: list[Evidence]) -> dict[str, Any]:
+        return {"finding": narrative_finding(rule, evidence[-1]) if evidence else "-"}
+
+    def describe(self, rule: Rule, ruleset: RuleSet) -> list[str]:
+        p = rule.params
+        unit = p.get("unit", "characters")
+        counted = "words" if unit == "words" else "characters, leading and trailing spaces not counted"
+        lines = [f"Looks at the narratives of {_KINDS[p.get('applies_to', 'time')]}; it flags a narrative that:"]
+        if p.get("min_length") is not None:
+            lines.append(f"  - has fewer than {p['min_length']} {counted};")
+        if p.get("max_length") is not None:
+            lines.append(f"  - has more than {p['max_length']} {counted};")
+        if p.get("forbidden_phrases"):
+            shown = ", ".join(f'"{phrase}"' for phrase in p["forbidden_phrases"])
+            lines.append(f"  - uses any of these phrases (whole words, any capitals, any spacing): {shown};")
+        if p.get("required_pattern"):
+            lines.append(f"  - does not contain a match of the regular expression /{p['required_pattern']}/.")
+        lines.append("One finding per entry: the first of these tests that fails.")
+        return lines
+
+
+_KINDS = {"time": "time entries", "expense": "expense entries", "all": "time and expense entries"}
+
+
+def narrative_finding(rule: Rule, decisive: Evidence) -> str:
+    """The failed narrative test in words, e.g. "19 characters after trimming, fewer than the 25 required"."""
+    if decisive.operator in ("lt", "gt"):
+        unit = "words" if rule.params.get("unit") == "words" else "characters after trimming"
+        if decisive.operator == "lt":
+            return f"{decisive.actual} {unit}, fewer than the {decisive.expected} required"
+        return f"{decisive.actual} {unit}, more than the {decisive.expected} allowed"
+    if decisive.operator == "matches":
+        return f'the vague phrase "{decisive.actual}"'
+    return f"no match for the required pattern /{decisive.expected}/"
 
 
 # Full stops after these do not end a task: initials ("J. Smith") and common abbreviations.
@@ -100,6 +141,15 @@ class BlockBilling(RuleType):
         "additionalProperties": False,
     }
     default_message = "Block billing: {actual} tasks in one entry of {hours_billed} h"
+
+    def describe(self, rule: Rule, ruleset: RuleSet) -> list[str]:
+        p = rule.params
+        separators = ("the default separators (a semicolon, a spaced slash, a line break, or a full stop followed "
+                      "by a capital except after an initial or a common abbreviation)"
+                      if "separators" not in p else f"matches of /{p['separators']}/")
+        return [f"Flags a time entry of more than {p.get('min_hours', 0)} hours billed whose narrative holds "
+                f"at least {p.get('min_tasks', 2)} tasks,",
+                f"counting the non-blank pieces of the narrative between {separators}."]
 
     def check(self, rule: Rule, ruleset: RuleSet) -> Iterator[RuleProblem]:
         try:

@@ -21,6 +21,12 @@ class BillingIncrement(RuleType):
     }
     default_message = "{hours_billed} h is not a multiple of the billing increment"
 
+    def describe(self, rule: Rule, ruleset: RuleSet) -> list[str]:
+        step = Decimal(rule.params.get("increment", Decimal("0.1")))
+        return [f"Flags an hourly time entry whose hours billed are not a whole multiple of {step} h, "
+                "by exact arithmetic.",
+                "Time on other fee bases, expenses and entries without hours billed are not checked."]
+
     def compile(self, rule: Rule, ruleset: RuleSet) -> Node:
         step = Decimal(rule.params.get("increment", Decimal("0.1")))
         remainder = Feature("remainder", "hours_billed", step, label=f"hours_billed modulo {step}")
@@ -39,6 +45,10 @@ class MaxHoursPerEntry(RuleType):
     }
     default_message = "{hours_billed} h in one entry is above the {expected} h limit"
 
+    def describe(self, rule: Rule, ruleset: RuleSet) -> list[str]:
+        limit = rule.params["max_hours"]
+        return [f"Flags a time entry billing more than {limit} hours; exactly {limit} hours passes."]
+
     def compile(self, rule: Rule, ruleset: RuleSet) -> Node:
         return all_of(is_time(), leaf("hours_billed", "gt", rule.params["max_hours"]))
 
@@ -55,6 +65,11 @@ class LateEntry(RuleType):
     }
     default_message = "Work from {work_date} is {actual} days old (limit {expected})"
 
+    def describe(self, rule: Rule, ruleset: RuleSet) -> list[str]:
+        days = int(rule.params["max_age_days"])
+        return [f"Flags a time or expense entry whose work date is more than {days} days before the date the "
+                "entries are checked (the evaluation's as-of date); a check with no as-of date never flags it."]
+
     def compile(self, rule: Rule, ruleset: RuleSet) -> Node:
         return leaf("age_days", "gt", int(rule.params["max_age_days"]))
 
@@ -65,6 +80,10 @@ class BillingPeriod(RuleType):
     summary = "Work dated outside the billing period of the invoice being checked."
     params_schema = {"type": "object", "properties": {}, "additionalProperties": False}
     default_message = "Work date {work_date} is outside the billing period"
+
+    def describe(self, rule: Rule, ruleset: RuleSet) -> list[str]:
+        return ["Flags a time or expense entry dated before the start or after the end of the billing period "
+                "being checked (both ends included in the period); a check with no period never flags it."]
 
     def compile(self, rule: Rule, ruleset: RuleSet) -> Node:
         return leaf("outside_billing_period", "eq", True)

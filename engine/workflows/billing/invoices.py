@@ -52,7 +52,7 @@ from engine.workflows.billing.errors import (
     NothingToBill,
     NumberTaken,
 )
-from engine.workflows.intake import lock_days, reevaluate, replace_record
+from engine.workflows.intake import lock_entries, reevaluate, replace_record
 from engine.workflows.rulesets import client_rulesets
 
 CENT = Decimal("0.01")
@@ -454,18 +454,12 @@ def build(session: Session, request: BuildRequest, *, actor: str) -> InvoiceRow:
 
 def _lock(session: Session, invoice: InvoiceRow, draft: Draft, actor: str, now: dt.datetime) -> None:
     """Move the entries to ``invoiced`` if each is still ready at the version that was read. Their days are held
-    first (intake.lock_days), so that a review re-judging one of those days cannot write over an invoiced entry:
+    first (intake.lock_entries: their timekeeper-days, and matter-days and budget totals where rules judge those),
+    so that a review re-judging one of those days cannot write over an invoiced entry:
     one that ran first has changed the entry's version (and the build is refused), one that runs after sees it
     invoiced and leaves it alone."""
     metas = [m for m in draft.metas if m.entry_id is not None]
-    if session.get_bind().dialect.name == "postgresql":
-        ids = [m.entry_id for m in metas]
-        days = []
-        for start in range(0, len(ids), CHUNK):
-            days += [(key, work_date) for key, work_date in session.execute(
-                select(EntryRow.timekeeper_key, EntryRow.work_date).where(EntryRow.id.in_(ids[start:start + CHUNK])))
-                if key is not None]
-        lock_days(session, days)
+    lock_entries(session, [m.entry_id for m in metas])  # type: ignore[misc]
     for start in range(0, len(metas), CHUNK):
         chunk = metas[start:start + CHUNK]
         by_version: dict[int, list[int]] = {}

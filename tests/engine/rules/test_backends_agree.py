@@ -19,12 +19,14 @@ from engine.model import Entry
 from engine.rules.backends import DURABLE_AVAILABLE
 from engine.rules.evaluate import evaluate
 from engine.rules.features import EvaluationContext
-from engine.rules.loader import load_file
+from engine.rules.loader import load_file, load_text
 from engine.rules.ruleset import RuleSet
 from tests.conftest import REPO
 
 RULES_DIR = REPO / "rules"
-RULESETS = sorted(p for p in RULES_DIR.glob("*.yaml") if not p.name.endswith(".tests.yaml"))
+# rules/initech.yaml (attendance limits, budgets) has its own generator of Initech staffing and fees, with this
+# property and the reach test, in test_staffing.py: the entries below never name its client.
+RULESETS = sorted(p for p in RULES_DIR.glob("*.yaml") if not p.name.endswith(".tests.yaml") and p.stem != "initech")
 
 pytestmark = pytest.mark.skipif(not DURABLE_AVAILABLE, reason="durable-rules does not import here")
 
@@ -110,6 +112,12 @@ def entries(draw: st.DrawFn, index: int) -> Entry:
     adjustment = None
     if amount is not None and draw(st.booleans()):
         adjustment = -(amount * draw(st.sampled_from([Decimal("0.5"), Decimal("0.4"), Decimal("0.6")]))).quantize(CENT)
+    standard = None
+    if kind == "time" and draw(st.booleans()):  # the standard rate: at, just around, or a share away from the rate
+        base = rate if rate is not None and draw(st.booleans()) else draw(_near_caps())
+        standard = draw(st.sampled_from([base, base + CENT, base - CENT, base / Decimal("0.9"),
+                                         base * Decimal("0.9"), base * 2, base / 2]))
+        standard = standard.quantize(Decimal("0.0001")) if standard > 0 else None
     client = draw(CLIENTS)
     matters = CLIENT_MATTERS.get(client)
     matter = draw(st.sampled_from(matters)) if matters and draw(st.booleans()) else draw(MATTERS)
@@ -123,7 +131,7 @@ def entries(draw: st.DrawFn, index: int) -> Entry:
         timekeeper_name=draw(st.sampled_from([None, "Okafor, Daniel"])),
         timekeeper_classification=classification, work_date=draw(DATES),
         hours_worked=draw(st.sampled_from([hours, None, Decimal("4.0")])), hours_billed=hours, quantity=quantity,
-        rate=rate, amount=amount, adjustment_amount=adjustment,
+        rate=rate, standard_rate=standard, amount=amount, adjustment_amount=adjustment,
         currency=draw(st.sampled_from(["USD", "USD", None, "EUR", "GBP"])),
         utbms_task_code=draw(TASKS), utbms_activity_code=draw(ACTIVITIES), utbms_expense_code=expense_code,
         narrative=draw(NARRATIVE), billable=draw(st.sampled_from([True, True, True, False])),
@@ -158,6 +166,86 @@ def test_backends_find_the_same_violations(ruleset_file: Path, batch: list[Entry
     by_python = [v.as_dict() for v in evaluate(batch, ruleset, context=context, backend="python", statuses=statuses)]
     by_durable = [v.as_dict() for v in evaluate(batch, ruleset, context=context, backend="durable", statuses=statuses)]
     assert by_durable == by_python
+
+
+# Comparisons of two fields, standard-rate caps, schedules and stated precedence, beside the bundled rule sets.
+FIELD_REF_RULES = load_text("""
+id: field-refs
+version: 1
+currency: USD
+rules:
+  - id: REF-90
+    title: rate above 90% of the standard rate
+    type: condition
+    condition: {field: rate, op: gt, value: {field: standard_rate, times: "0.9"}}
+  - id: REF-NOT
+    title: rate not at least the standard rate
+    type: condition
+    condition: {not: {field: rate, op: ge, value: {field: standard_rate}}}
+  - id: REF-NET
+    title: net amount at most a third of hours worked x 1000
+    type: condition
+    condition:
+      all:
+        - {field: net_amount, op: le, value: {field: billed_amount, times: 0.333333}}
+        - {field: hours_billed, op: ne, value: {field: hours_worked}}
+  - id: REF-RATE
+    title: scheduled caps with standard-rate forms and a stated precedence
+    type: rate_cap
+    params:
+      precedence: [timekeeper, standard_rate, matter_timekeeper, matter_classification, classification]
+      schedule:
+        - from: 2025-07-01
+          by_classification: {PARTNR: 925, ASSOC: 600}
+          by_timekeeper: {TK1001: 1000}
+          standard_rate_discount: 10%
+          matter_overrides:
+            - {matter: "2026-0042", rate_freeze: {as_of: 2025-01-01, by_timekeeper: {TK1002: 875}}}
+        - from: 2026-03-01
+          to: 2026-03-31
+          by_classification: {PARTNR: 950, ASSOC: 625, PARALG: 275}
+          at_most_standard_rate: true
+          matter_overrides:
+            - {matter: "2026-0017", by_classification: {PARTNR: 900}, standard_rate_discount: "5%"}
+        - from: 2026-04-01
+          by_timekeeper: {TK1001: 1050, TK1004: 600}
+          matter_overrides:
+            - {matter: "2026-0042", at_most_standard_rate: true}
+      action: adjust
+  - id: REF-TRAVEL
+    title: travel at half the standard rate
+    type: travel
+    params: {share: 50%, rate_basis: standard_rate, action: adjust}
+  - id: REF-EXP
+    title: dated expense limits
+    type: expense_cap
+    params:
+      schedule:
+        - {from: 2025-01-01, caps: [{expense_codes: [E101], per: unit, max: 0.10}]}
+        - from: 2026-03-15
+          caps: [{expense_codes: [E101], per: unit, max: 0.15}, {expense_codes: [E111], per: entry, max: 75}]
+""", "field-refs.yaml")
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(batch=batches(), context=CONTEXTS)
+def test_backends_agree_on_field_comparisons_and_schedules(batch: list[Entry], context: EvaluationContext) -> None:
+    by_python = [v.as_dict() for v in evaluate(batch, FIELD_REF_RULES, context=context, backend="python")]
+    by_durable = [v.as_dict() for v in evaluate(batch, FIELD_REF_RULES, context=context, backend="durable")]
+    assert by_durable == by_python
+
+
+def test_the_generator_reaches_the_field_comparison_rules() -> None:
+    reached: set[str] = set()
+
+    @settings(max_examples=300, deadline=None, database=None, derandomize=True,
+              suppress_health_check=[HealthCheck.too_slow])
+    @given(batch=batches(), context=CONTEXTS)
+    def collect(batch: list[Entry], context: EvaluationContext) -> None:
+        reached.update(v.rule_id for v in evaluate(batch, FIELD_REF_RULES, context=context, backend="python"))
+
+    collect()
+    assert {r.id for r in FIELD_REF_RULES.rules} == reached
 
 
 @pytest.mark.parametrize("ruleset_file", RULESETS, ids=[p.stem for p in RULESETS])

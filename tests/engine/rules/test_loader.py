@@ -379,7 +379,7 @@ def test_semantic_unknown_classification_in_rate_cap(tmp_path: Path) -> None:
             by_classification: {PARTNR: 950, PARTNER: 900}
         """)
     file, problem = single(tmp_path, text)
-    assert problem.message == "unknown LEDES timekeeper classification 'PARTNER'"
+    assert problem.message == "unknown LEDES timekeeper classification 'PARTNER': did you mean PARTNR?"
     assert problem.where == "rules/0 (R1)/params/by_classification/PARTNER"
     # The wrong thing is the classification, not the (valid) cap next to it.
     assert_at(problem, file, text, "PARTNER:")

@@ -243,10 +243,11 @@ def test_narrative_length_in_characters(backend: str) -> None:
     ]
     violations = run(entries, ruleset, backend)
     assert flagged(violations) == {"9", "21", "empty"}
-    assert decisive(only(violations, "9")) == {"field": "narrative characters", "operator": "lt",
+    assert decisive(only(violations, "9")) == {"field": "narrative characters after trimming", "operator": "lt",
                                                "expected": 10, "actual": 9}
     assert decisive(only(violations, "21"))["operator"] == "gt"
-    assert only(violations, "9").message == "Narrative fails the guideline (narrative characters 9)"
+    assert only(violations, "9").message == ("Narrative fails the guideline: 9 characters after trimming, fewer "
+                                             "than the 10 required")
 
 
 def test_narrative_length_in_words_and_scope(backend: str) -> None:

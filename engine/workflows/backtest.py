@@ -1,0 +1,991 @@
+"""Backtests: what a rule set version would flag over the stored entries, compared with another version (the
+rule set's active one by default), rule by rule, with the write-downs it would add or remove and examples.
+
+The answer is defined as evaluating both versions with the engine (``engine.rules.evaluate``) over the stored
+entries in the window, all at once, in the order they were first stored, and comparing the (entry, rule) pairs
+of active-status rules. Withdrawn entries are left out; an entry invoiced and changed since (a conflict) is
+judged as it was billed. It is worked out doing less than that, and never holding the history in memory:
+
+- **Only the rules that differ.** A rule is the same in both versions when its type, parameters (named lists
+  resolved), severity, status, ``when`` scope and effective dates are, and the rule sets' own scope
+  (``applies_to``, ``effective``), currency and classification aliases are too. The same rule flags the same
+  entries on both sides, so it cannot change the answer and is not evaluated. A rule active on neither side
+  counts on neither.
+- **Only the fields those rules read.** Entries are streamed from the database in chunks (a server-side cursor
+  on PostgreSQL) with just the fields the changed rules' features, the rule sets' scope and the aggregate
+  groupings read, pulled out of the stored record by the database (``json_extract`` on SQLite,
+  ``json_to_record`` on PostgreSQL), as :class:`_Light` entries typed exactly as :class:`Entry` types them.
+  Only entries that a changed rule with write-downs flags, and the examples, are read in full and judged with
+  ``evaluate`` itself (which also checks the light judgement of them).
+- **The compared version's stored findings.** Intake records every finding of every active and shadow version
+  (the decision log). For an entry whose current evaluation is by the compared version, the findings of its
+  changed per-entry rules that do not depend on the evaluation date or period are read from the log instead
+  of being evaluated again. Entries it never judged (stored before it was active), and rules that read
+  ``age_days`` or ``outside_billing_period``, are evaluated.
+- **Aggregates by group.** ``daily_hours_cap`` and ``duplicate`` group a timekeeper's time by day: their
+  entries are streamed ordered by (timekeeper, work date, id), and each chunk holds whole days. Any other
+  aggregate type is evaluated over the whole window at once, with full entries (memory grows with the window).
+
+Money and hours stay ``Decimal`` throughout: the stored record's decimal text becomes a ``Decimal``, and the
+database never does arithmetic on them here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import hashlib
+import heapq
+import json
+import time
+import typing
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from decimal import Decimal
+from enum import Enum
+from typing import Any
+
+import orjson
+from sqlalchemy import Select, func, or_, select, true
+from sqlalchemy.orm import Session
+
+from engine.errors import Invalid
+from engine.model import Entry
+from engine.rules import evaluate as engine_evaluate
+from engine.rules.compiler import compile_ruleset, scope_predicate
+from engine.rules.conditions import Node, explain, features_of
+from engine.rules.features import DERIVED_FUNCTIONS, ENTRY_FIELD_TYPES, EvaluationContext, Feature
+from engine.rules.ruleset import Rule, RuleSet
+from engine.rules.types import type_of
+from engine.rules.types.base import RuleType
+from engine.store.models import EntryRow, EntryState, Evaluation, RuleSetStatus, RuleSetVersion, ViolationRow
+from engine.workflows.rulesets import get, load_version
+
+CHUNK = 2000  # entries per chunk streamed and judged together
+LOOKUP = 1000  # ids per SELECT ... IN (...)
+EXAMPLES = 5  # per rule and change, unless asked otherwise
+MAX_EXAMPLES = 50
+MEMO = 50_000  # explained findings remembered (entries with the same feature values share their evidence)
+NEWLY, NO_LONGER = "newly flagged", "no longer flagged"
+# Aggregate types whose groups are one timekeeper's time entries on one day (``aggregates.timekeeper_days``):
+# these are evaluated chunk by chunk over entries ordered by timekeeper and date.
+DAY_GROUPED = frozenset({"daily_hours_cap", "duplicate"})
+# What ``timekeeper_days`` reads of an entry (and the grouping key).
+DAY_FIELDS = frozenset({"entry_kind", "hours_billed", "billable", "no_charge", "timekeeper_source_id",
+                        "timekeeper_ledes_id", "timekeeper_name", "utbms_task_code", "narrative", "work_date"})
+APPLIES_FIELDS = frozenset({"ledes_client_id", "client_source_id", "law_firm_matter_id", "client_matter_id",
+                            "matter_source_id", "work_date", "timekeeper_classification"})
+# What the write-downs the rule types propose read of an entry (one that reads another is read in full).
+WRITE_DOWN_FIELDS = frozenset({"rate", "quantity", "hours_billed", "hours_worked", "amount", "adjustment_amount",
+                               "fee_basis", "entry_kind", "unit_of_measure", "standard_rate", "currency"})
+# The entry fields each derived value reads (``engine.rules.features``).
+DERIVED_INPUTS: dict[str, frozenset[str]] = {
+    "billed_amount": frozenset({"amount", "quantity", "rate"}),
+    "net_amount": frozenset({"amount", "quantity", "rate", "adjustment_amount"}),
+    "age_days": frozenset({"work_date"}),
+    "outside_billing_period": frozenset({"work_date"}),
+    "billed_share": frozenset({"amount", "quantity", "rate", "adjustment_amount", "hours_worked"}),
+}
+ALL_FIELDS = frozenset(Entry.model_fields)
+_PROPERTIES = {name: value for name, value in vars(Entry).items() if isinstance(value, property)}
+
+Progress = Callable[[str, int, int], None]  # (phase, entries done, entries in the phase)
+
+
+class BacktestError(Invalid):
+    code = "invalid_backtest"
+
+
+# What is asked ---------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Window:
+    """Which stored entries: work dates from ``start`` to ``end`` (inclusive; either open), of ``clients``
+    (LEDES client ids or the source's client ids; empty: every client)."""
+
+    start: dt.date | None = None
+    end: dt.date | None = None
+    clients: tuple[str, ...] = ()
+
+    def check(self) -> None:
+        if self.start is not None and self.end is not None and self.start > self.end:
+            raise BacktestError(f"the window starts ({self.start}) after it ends ({self.end})")
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"from": self.start, "to": self.end, "clients": list(self.clients)}
+
+
+@dataclass
+class Example:
+    """One (entry, rule) pair that changes, with the finding as the version that has it explains it."""
+
+    entry_id: int
+    entry_uid: str
+    rule_id: str
+    change: str  # "newly flagged" (the draft's finding) or "no longer flagged" (the compared version's)
+    message: str = ""
+    severity: str = ""
+    evidence: list[dict[str, Any]] = field(default_factory=list)
+    adjustment: dict[str, str] | None = None
+    contributing: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass
+class RuleDiff:
+    """One rule that differs between the versions, and what the difference does to the entries."""
+
+    rule_id: str
+    rule_type: str
+    change: str  # added, removed or changed
+    differs: list[str]  # what differs: params, severity, status, scope, rule set (or the whole rule)
+    flagged_before: int = 0  # entries the compared version flags with it (active status only)
+    flagged_after: int = 0  # entries the draft flags with it
+    newly_flagged: int = 0
+    no_longer_flagged: int = 0
+    # Proposed write-downs (the engine's adjustments: negative amounts lower the line), by currency.
+    write_down_before: dict[str, Decimal] = field(default_factory=dict)
+    write_down_after: dict[str, Decimal] = field(default_factory=dict)
+    # How the compared version's findings were had: evaluated, from the decision log, or both (the log for the
+    # entries that version judged, evaluated for the others).
+    source: str = "evaluated"
+
+    @property
+    def write_down_change(self) -> dict[str, Decimal]:
+        currencies = sorted(set(self.write_down_before) | set(self.write_down_after))
+        return {c: self.write_down_after.get(c, Decimal(0)) - self.write_down_before.get(c, Decimal(0))
+                for c in currencies}
+
+
+@dataclass
+class Backtest:
+    """What a version would flag over the stored entries, compared with another version of its rule set."""
+
+    draft: RuleSetVersion
+    active: RuleSetVersion | None  # the version compared with (the rule set's active one unless asked)
+    entries_checked: int
+    newly_flagged: dict[str, int] = field(default_factory=dict)  # by rule: (entry, rule) pairs gained
+    no_longer_flagged: dict[str, int] = field(default_factory=dict)  # by rule: pairs lost
+    examples: list[Example] = field(default_factory=list)
+    rules: list[RuleDiff] = field(default_factory=list)  # every rule that differs, in rule id order
+    unchanged_rules: list[str] = field(default_factory=list)
+    window: Window = field(default_factory=Window)
+    context: EvaluationContext = field(default_factory=EvaluationContext)
+    entries_read: int = 0  # rows streamed (a row read in both passes counts twice)
+    entries_read_in_full: int = 0  # records parsed as entries (findings with write-downs, examples)
+    findings_reused: int = 0  # entries whose compared findings came from the decision log
+    seconds: float = 0.0
+
+    @property
+    def write_down_change(self) -> dict[str, Decimal]:
+        total: dict[str, Decimal] = {}
+        for rule in self.rules:
+            for currency, amount in rule.write_down_change.items():
+                total[currency] = total.get(currency, Decimal(0)) + amount
+        return dict(sorted(total.items()))
+
+
+def _money(totals: dict[str, Decimal]) -> dict[str, str]:
+    return {currency: str(amount) for currency, amount in sorted(totals.items())}
+
+
+def summary(result: Backtest) -> dict[str, Any]:
+    """The backtest as JSON-ready values (decimals and dates as text), without the two versions."""
+    ctx = result.context
+    return {
+        "entries_checked": result.entries_checked,
+        "newly_flagged": result.newly_flagged,
+        "no_longer_flagged": result.no_longer_flagged,
+        "write_down_change": _money(result.write_down_change),
+        "rules": [{
+            "rule_id": d.rule_id, "rule_type": d.rule_type, "change": d.change, "differs": d.differs,
+            "flagged_before": d.flagged_before, "flagged_after": d.flagged_after,
+            "newly_flagged": d.newly_flagged, "no_longer_flagged": d.no_longer_flagged,
+            "write_down_before": _money(d.write_down_before), "write_down_after": _money(d.write_down_after),
+            "write_down_change": _money(d.write_down_change), "compared_findings": d.source,
+        } for d in result.rules],
+        "unchanged_rules": result.unchanged_rules,
+        "examples": [e.as_dict() for e in result.examples],
+        "window": {"from": _iso(result.window.start), "to": _iso(result.window.end),
+                   "clients": list(result.window.clients)},
+        "context": {"as_of": _iso(ctx.as_of), "period_start": _iso(ctx.period_start),
+                    "period_end": _iso(ctx.period_end)},
+        "work": {"entries_read": result.entries_read, "entries_read_in_full": result.entries_read_in_full,
+                 "findings_reused": result.findings_reused, "seconds": round(result.seconds, 3)},
+    }
+
+
+def _iso(day: dt.date | None) -> str | None:
+    return day.isoformat() if day is not None else None
+
+
+# Rule identity -----------------------------------------------------------------------------------------------
+
+def _canonical(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _canonical(v) for k, v in sorted(value.items(), key=lambda kv: str(kv[0]))}
+    if isinstance(value, list | tuple):
+        return [_canonical(v) for v in value]
+    if isinstance(value, Decimal):
+        return f"decimal:{value.normalize()}"
+    if isinstance(value, dt.date):
+        return f"date:{value.isoformat()}"
+    return value if value is None or isinstance(value, str | int | float | bool) else repr(value)
+
+
+def _scope_text(rule: Rule) -> str:
+    return repr((rule.when, rule.effective_from, rule.effective_to))
+
+
+def _facets(rule: Rule) -> dict[str, str]:
+    """What makes a rule flag what it flags, facet by facet (texts compared between versions)."""
+    params = json.dumps([rule.type, _canonical(rule.params), repr(rule.condition)], sort_keys=True)
+    return {"params": params, "severity": rule.severity, "status": rule.status, "scope": _scope_text(rule)}
+
+
+def _ruleset_scope(ruleset: RuleSet) -> str:
+    aliases = getattr(ruleset, "classifications", None) or {}
+    return repr((sorted(ruleset.clients), sorted(ruleset.matters), ruleset.effective_from, ruleset.effective_to,
+                 ruleset.currency, sorted(aliases.items())))
+
+
+def differences(draft: RuleSet, other: RuleSet | None) -> tuple[list[RuleDiff], list[str]]:
+    """The rules that differ between ``draft`` and ``other`` (None: a version with no rules), and the ids of
+    those that do not."""
+    theirs = {r.id: r for r in other.rules} if other is not None else {}
+    ours = {r.id: r for r in draft.rules}
+    same_scope = other is not None and _ruleset_scope(draft) == _ruleset_scope(other)
+    diffs, unchanged = [], []
+    for rule_id in sorted(set(ours) | set(theirs)):
+        mine, old = ours.get(rule_id), theirs.get(rule_id)
+        if mine is None:
+            diffs.append(RuleDiff(rule_id, old.type, "removed", ["rule"]))  # type: ignore[union-attr]
+            continue
+        if old is None:
+            diffs.append(RuleDiff(rule_id, mine.type, "added", ["rule"]))
+            continue
+        facets, before = _facets(mine), _facets(old)
+        differs = [name for name in facets if facets[name] != before[name]]
+        if not same_scope:
+            differs.append("rule set")
+        if differs:
+            diffs.append(RuleDiff(rule_id, mine.type, "changed", differs))
+        else:
+            unchanged.append(rule_id)
+    return diffs, unchanged
+
+
+def _context_free(rule: Rule, ruleset: RuleSet) -> bool:
+    """Whether the rule's findings on an entry depend only on the entry (not on the date or period judged)."""
+    if type_of(rule).aggregate:
+        return False
+    compiled = compile_ruleset(_subset(ruleset, [rule.id]))
+    return not any(f.kind == "derived" and DERIVED_FUNCTIONS.get(f.field, (None, True))[1]
+                   for f in compiled.features.values()) and all(f.kind in _KNOWN_KINDS
+                                                                for f in compiled.features.values())
+
+
+# Sub-rule-sets: the changed rules only ------------------------------------------------------------------------
+
+def _subset(ruleset: RuleSet, rule_ids: Iterable[str]) -> RuleSet:
+    """The rule set with only ``rule_ids``: the same scope, currency and lists, its own compile-cache key."""
+    wanted = set(rule_ids)
+    rules = [r for r in ruleset.rules if r.id in wanted]
+    digest = hashlib.sha256("\x1f".join(r.id for r in rules).encode()).hexdigest()[:12]
+    return dataclasses.replace(ruleset, rules=rules, revision=f"{ruleset.revision}~{digest}")
+
+
+_KNOWN_KINDS = frozenset({"field", "derived", "length", "words", "match", "segments", "remainder", "member",
+                          "versus"})
+
+
+def _feature_fields(features: Iterable[Feature]) -> frozenset[str]:
+    """The entry fields the features read; every field for a kind of feature this module does not know."""
+    fields: set[str] = set()
+    for f in features:
+        if f.kind not in _KNOWN_KINDS:
+            return ALL_FIELDS
+        if f.kind == "derived":
+            inputs = DERIVED_INPUTS.get(f.field)
+            if inputs is None:
+                return ALL_FIELDS
+            fields |= inputs
+            continue
+        if f.field in ENTRY_FIELD_TYPES:
+            fields.add(f.field)
+        elif f.field in DERIVED_INPUTS:
+            fields |= DERIVED_INPUTS[f.field]
+        else:
+            return ALL_FIELDS
+        other = getattr(f.arg, "field", None)  # versus: the field compared with
+        if f.kind == "versus":
+            if not isinstance(other, str):
+                return ALL_FIELDS
+            fields |= DERIVED_INPUTS.get(other, {other})
+    return frozenset(fields)
+
+
+def _node_fields(node: Node | None) -> frozenset[str]:
+    return _feature_fields(features_of(node).values()) if node is not None else frozenset()
+
+
+@dataclass
+class _Side:
+    """One version's changed rules, compiled for the light pass, and what they flag."""
+
+    name: str  # draft or before
+    ruleset: RuleSet
+    entry_rules: RuleSet | None  # the changed per-entry rules (active status)
+    day_rules: RuleSet | None  # the changed aggregate rules grouped by timekeeper-day
+    whole_rules: RuleSet | None  # other changed aggregate rules
+    fresh_rules: RuleSet | None = None  # before: per-entry rules never read from the log (context-dependent)
+    reused: frozenset[str] = frozenset()  # before: per-entry rule ids read from the log
+    proposing: frozenset[str] = frozenset()  # per-entry rule ids whose type proposes write-downs
+
+
+def _proposes(rule: Rule) -> bool:
+    return type(type_of(rule)).propose is not RuleType.propose
+
+
+def _side(name: str, ruleset: RuleSet, rule_ids: set[str], reuse: bool) -> _Side:
+    active = [r for r in ruleset.rules if r.id in rule_ids and r.status == "active"]
+    entry = [r.id for r in active if not type_of(r).aggregate]
+    day = [r.id for r in active if type_of(r).aggregate and r.type in DAY_GROUPED]
+    whole = [r.id for r in active if type_of(r).aggregate and r.type not in DAY_GROUPED]
+    side = _Side(name, ruleset, _subset(ruleset, entry) if entry else None, _subset(ruleset, day) if day else None,
+                 _subset(ruleset, whole) if whole else None,
+                 proposing=frozenset(r.id for r in active if not type_of(r).aggregate and _proposes(r)))
+    if reuse and entry:
+        reused = frozenset(rule_id for rule_id in entry if _context_free(ruleset.rule(rule_id), ruleset))
+        fresh = [rule_id for rule_id in entry if rule_id not in reused]
+        side.reused, side.fresh_rules = reused, _subset(ruleset, fresh) if fresh else None
+    return side
+
+
+# Light entries -----------------------------------------------------------------------------------------------
+
+class _Unloaded(Exception):
+    """A field a backtest did not read was asked for: a bug in working out which fields the rules read."""
+
+
+class _Light:
+    """An entry with only some fields, each typed as :class:`Entry` types it; reading any other is an error."""
+
+    def __init__(self, values: dict[str, Any]) -> None:
+        self.__dict__.update(values)
+
+    def __getattr__(self, name: str) -> Any:
+        if name in ALL_FIELDS:
+            raise _Unloaded(f"the backtest did not read the field {name!r}")
+        derived = _PROPERTIES.get(name)  # billed_amount and the like, from the fields read
+        if derived is not None:
+            return derived.fget(self)  # type: ignore[misc]
+        raise AttributeError(name)
+
+    def model_copy(self, update: dict[str, Any] | None = None, deep: bool = False) -> _Light:
+        copy = _Light(self.__dict__)
+        copy.__dict__.update(update or {})
+        return copy
+
+
+def _converter(name: str) -> tuple[Callable[[Any], Any] | None, Any, str]:
+    """How a stored record's JSON value becomes the field's value on an Entry, the field's default (a record
+    leaves out what is None), and the SQL type ``json_to_record`` reads it as."""
+    info = Entry.model_fields[name]
+    args = [a for a in (typing.get_args(info.annotation) or (info.annotation,)) if a is not type(None)]
+    base = args[0] if len(args) == 1 else None
+    default = None if info.is_required() else info.get_default(call_default_factory=True)
+    if base is Decimal:
+        return _decimal, default, "text"
+    if base is dt.date:
+        return dt.date.fromisoformat, default, "text"
+    if base is dt.datetime:
+        return dt.datetime.fromisoformat, default, "text"
+    if isinstance(base, type) and issubclass(base, Enum):
+        return {member.value: member for member in base}.__getitem__, default, "text"  # type: ignore[attr-defined]
+    if base is bool:
+        return bool, default, "boolean"
+    if base is int:
+        return int, default, "bigint"
+    if base is str:
+        return None, default, "text"
+    return None, default, "json"  # lists and mappings, as they are
+
+
+def _decimal(value: Any) -> Decimal:
+    if isinstance(value, float):  # records keep decimals as text: a float here is a corrupt record
+        raise TypeError(f"a decimal field holds the float {value!r}")
+    return Decimal(value)
+
+
+_CONVERTERS = {name: _converter(name) for name in ALL_FIELDS}
+
+
+class _Reader:
+    """Streams stored entries with some fields of their records, as light entries (the first row values are
+    the entry id, its uid, timekeeper key and work date columns)."""
+
+    def __init__(self, session: Session, fields: Iterable[str]) -> None:
+        self.session = session
+        self.fields = sorted(fields)
+        self.postgres = session.get_bind().dialect.name == "postgresql"
+        self.plan = [(name, *_CONVERTERS[name][:2]) for name in self.fields]
+
+    def select(self) -> Select[Any]:
+        t = EntryRow.__table__
+        head = [t.c.id, t.c.entry_uid, t.c.timekeeper_key, t.c.work_date]
+        if self.postgres:
+            from sqlalchemy import column, types
+
+            kinds = {"boolean": types.Boolean(), "bigint": types.BigInteger(), "json": types.JSON(),
+                     "text": types.Text()}
+            record = func.json_to_record(t.c.record).table_valued(
+                *[column(name, kinds[_CONVERTERS[name][2]]) for name in self.fields]).render_derived(
+                name="r", with_types=True)
+            return select(*head, *[record.c[name] for name in self.fields]).select_from(t).join(record, true())
+        paths = [f"$.{name}" for name in self.fields] or ["$.source_system"]
+        if len(paths) == 1:
+            paths.append(paths[0])  # two paths: json_extract answers a JSON array
+        return select(*head, func.json_extract(t.c.record, *paths))
+
+    def light(self, row: Sequence[Any]) -> _Light:
+        raw = row[4:] if self.postgres else orjson.loads(row[4])
+        values = {"entry_id": row[0], "entry_uid": row[1]}
+        for (name, convert, default), value in zip(self.plan, raw, strict=False):
+            if value is None:
+                values[name] = default
+            elif convert is None:
+                values[name] = value
+            else:
+                values[name] = convert(value)
+        light = _Light.__new__(_Light)
+        light.__dict__ = values
+        return light
+
+
+def _filters(window: Window, rulesets: Sequence[RuleSet]) -> list[Any]:
+    """The WHERE terms: stored, not withdrawn, in the window, and possibly governed by one of ``rulesets``
+    (what can be told from columns: their clients and effective dates)."""
+    t = EntryRow.__table__
+    terms: list[Any] = [t.c.state != EntryState.WITHDRAWN.value]
+    if window.start is not None:
+        terms.append(t.c.work_date >= window.start)
+    if window.end is not None:
+        terms.append(t.c.work_date <= window.end)
+    if window.clients:
+        terms.append(or_(t.c.ledes_client_id.in_(window.clients), t.c.client_source_id.in_(window.clients)))
+    if rulesets and all(rs.clients for rs in rulesets):
+        clients = sorted({c for rs in rulesets for c in rs.clients})
+        terms.append(or_(t.c.ledes_client_id.in_(clients), t.c.client_source_id.in_(clients)))
+    if rulesets and all(rs.effective_from is not None for rs in rulesets):
+        terms.append(t.c.work_date >= min(rs.effective_from for rs in rulesets))  # type: ignore[type-var]
+    if rulesets and all(rs.effective_to is not None for rs in rulesets):
+        terms.append(t.c.work_date <= max(rs.effective_to for rs in rulesets))  # type: ignore[type-var]
+    return terms
+
+
+def _stream(session: Session, query: Select[Any]) -> Iterator[Sequence[Sequence[Any]]]:
+    """Rows in chunks, as the database gives them (Core rows, a server-side cursor on PostgreSQL)."""
+    result = session.connection().execute(query.execution_options(yield_per=CHUNK))
+    try:
+        yield from result.partitions()
+    finally:
+        result.close()
+
+
+def _records(session: Session, ids: Sequence[int]) -> dict[int, Entry]:
+    """Stored entries in full, by id."""
+    found: dict[int, Entry] = {}
+    for start in range(0, len(ids), LOOKUP):
+        for entry_id, record in session.execute(select(EntryRow.id, EntryRow.record)
+                                                .where(EntryRow.id.in_(ids[start:start + LOOKUP]))):
+            found[entry_id] = Entry.model_validate(record)
+    return found
+
+
+# Judging light entries as evaluate() does ---------------------------------------------------------------------
+
+def _canonical_entries(entries: Sequence[Any], ruleset: RuleSet) -> Sequence[Any]:
+    """The entries as ``evaluate`` judges them (classification aliases mapped), when the engine does so."""
+    mapping = getattr(engine_evaluate, "canonical_classifications", None)
+    return mapping(entries, ruleset) if mapping is not None else entries
+
+
+def _entry_hits(rules: RuleSet, entries: Sequence[_Light], ctx: EvaluationContext) -> list[tuple[int, str]]:
+    """(position in ``entries``, rule id) for each per-entry rule of ``rules`` an entry breaks."""
+    compiled = compile_ruleset(rules)
+    ids = [c.rule.id for c in compiled.rules]
+    check = compiled.check
+    hits = []
+    mapped = _canonical_entries(entries, rules)
+    for k, e in enumerate(mapped):
+        if rules.applies_to(e):
+            for position in check(e, ctx):
+                hits.append((k, ids[position]))
+    return hits
+
+
+class _Aggregates:
+    """A side's aggregate rules over chunks of whole groups: their scope predicates are made once."""
+
+    def __init__(self, rules: RuleSet, ctx: EvaluationContext) -> None:
+        self.rules = rules
+        compiled = compile_ruleset(rules)
+        self.scoped = [(rule, scope_predicate(compiled, rule, ctx)) for rule in compiled.aggregates]
+
+    def hits(self, entries: Sequence[Any]) -> Iterator[tuple[int, str]]:
+        mapped = _canonical_entries(entries, self.rules)
+        positions = [k for k, e in enumerate(mapped) if self.rules.applies_to(e)]
+        applicable = [mapped[k] for k in positions]
+        cache: dict[object, object] = {}
+        for rule, scope in self.scoped:
+            for hit in type_of(rule).evaluate_batch(rule, applicable, scope, cache):
+                for i in hit.indexes:
+                    yield positions[i], rule.id
+
+
+# The backtest ----------------------------------------------------------------------------------------------
+
+class _Tally:
+    """Per rule: counts, write-downs and the examples kept (the smallest entry uids, so the choice does not
+    depend on the order entries are read in)."""
+
+    def __init__(self, diffs: Sequence[RuleDiff], examples: int) -> None:
+        self.diffs = {d.rule_id: d for d in diffs}
+        self.limit = examples
+        self.kept: dict[tuple[str, str], list[tuple[str, int]]] = {}  # (rule, change) -> max-heap of (uid, id)
+        self.evidence: dict[tuple[Any, ...], list[Any]] = {}  # explained findings, by what explains them
+
+    def pair(self, rule_id: str, entry_id: int, uid: str, before: bool, after: bool) -> None:
+        diff = self.diffs[rule_id]
+        diff.flagged_before += before
+        diff.flagged_after += after
+        if before != after:
+            change = NEWLY if after else NO_LONGER
+            if after:
+                diff.newly_flagged += 1
+            else:
+                diff.no_longer_flagged += 1
+            self._keep(rule_id, change, uid, entry_id)
+
+    def _keep(self, rule_id: str, change: str, uid: str, entry_id: int) -> None:
+        if self.limit <= 0:
+            return
+        heap = self.kept.setdefault((rule_id, change), [])
+        item = (_Desc(uid), entry_id)
+        if len(heap) < self.limit:
+            heapq.heappush(heap, item)  # type: ignore[arg-type]
+        elif uid < heap[0][0].uid:  # type: ignore[attr-defined]
+            heapq.heapreplace(heap, item)  # type: ignore[arg-type]
+
+    def write_down(self, rule_id: str, before: bool, currency: str | None, amount: Decimal) -> None:
+        diff = self.diffs[rule_id]
+        totals = diff.write_down_before if before else diff.write_down_after
+        key = currency or "none"
+        totals[key] = totals.get(key, Decimal(0)) + amount
+
+    def examples(self) -> list[tuple[str, str, str, int]]:
+        """(rule id, change, uid, entry id), in rule, change and uid order."""
+        out = []
+        for (rule_id, change), heap in self.kept.items():
+            out.extend((rule_id, change, item.uid, entry_id) for item, entry_id in heap)  # type: ignore[attr-defined]
+        return sorted(out)
+
+
+class _Desc:
+    """A uid ordered backwards, so that heapq's min-heap keeps the largest kept uid on top."""
+
+    __slots__ = ("uid",)
+
+    def __init__(self, uid: str) -> None:
+        self.uid = uid
+
+    def __lt__(self, other: _Desc) -> bool:
+        return self.uid > other.uid
+
+
+def backtest(session: Session, version_id: int, *, against: int | None = None, window: Window | None = None,
+             context: EvaluationContext | None = None, as_of: dt.date | None = None, examples: int = EXAMPLES,
+             progress: Progress | None = None) -> Backtest:
+    """Compare what version ``version_id`` flags over the stored entries in ``window`` with what version
+    ``against`` flags (default: its rule set's active version; none active: every finding is new). Writes
+    nothing. ``context`` is the evaluation date and billing period (``as_of`` alone, or today, by default)."""
+    started = time.perf_counter()
+    window = window or Window()
+    window.check()
+    if not 0 <= examples <= MAX_EXAMPLES:
+        raise BacktestError(f"examples must be between 0 and {MAX_EXAMPLES}")
+    ctx = context or EvaluationContext(as_of=as_of or dt.date.today())
+    draft = get(session, version_id)
+    if against is None:
+        other = session.scalar(select(RuleSetVersion).where(
+            RuleSetVersion.ruleset_id == draft.ruleset_id, RuleSetVersion.status == RuleSetStatus.ACTIVE))
+    else:
+        other = get(session, against)
+        if other.ruleset_id != draft.ruleset_id:
+            raise BacktestError(f"version {other.id} is of rule set {other.ruleset_id}, not {draft.ruleset_id}: "
+                                "a backtest compares two versions of one rule set")
+    mine = load_version(draft)
+    theirs = load_version(other) if other is not None else None
+    diffs, unchanged = differences(mine, theirs)
+    changed = {d.rule_id for d in diffs}
+    after = _side("draft", mine, changed, reuse=False)
+    before = _side("before", theirs, changed, reuse=True) if theirs is not None else None
+    result = Backtest(draft=draft, active=other, entries_checked=0, rules=diffs, unchanged_rules=unchanged,
+                      window=window, context=ctx)
+    tally = _Tally(diffs, examples)
+    sides = [s for s in (after, before) if s is not None]
+    scopes = [s.ruleset for s in sides]
+    counted = False
+    if any(s.entry_rules is not None for s in sides):
+        counted = True
+        unjudged = _entry_pass(session, result, tally, after, before, other, window, scopes, ctx, progress)
+        for diff in diffs:
+            if before is not None and diff.rule_id in before.reused and result.findings_reused:
+                diff.source = "both" if unjudged else "decision log"
+    if any(s.day_rules is not None for s in sides):
+        _day_pass(session, result, tally, after, before, window, scopes, ctx, progress)
+    if any(s.whole_rules is not None for s in sides):
+        _whole_pass(session, result, tally, after, before, window, scopes, ctx, progress)
+    if not counted:
+        result.entries_checked = _count_checked(session, mine, window)
+    result.examples = _examples(session, tally, after, before, window, ctx)
+    result.newly_flagged = {d.rule_id: d.newly_flagged for d in diffs if d.newly_flagged}
+    result.no_longer_flagged = {d.rule_id: d.no_longer_flagged for d in diffs if d.no_longer_flagged}
+    result.seconds = time.perf_counter() - started
+    return result
+
+
+def _count(session: Session, query: Select[Any]) -> int:
+    return int(session.scalar(select(func.count()).select_from(query.subquery())) or 0)
+
+
+def _count_checked(session: Session, ruleset: RuleSet, window: Window) -> int:
+    """Entries in the window the rule set governs, reading only the fields its scope needs."""
+    reader = _Reader(session, APPLIES_FIELDS)
+    checked = 0
+    for rows in _stream(session, reader.select().where(*_filters(window, [ruleset])).order_by(EntryRow.id)):
+        checked += sum(1 for e in _canonical_entries([reader.light(r) for r in rows], ruleset)
+                       if ruleset.applies_to(e))
+    return checked
+
+
+def _entry_pass(session: Session, result: Backtest, tally: _Tally, after: _Side, before: _Side | None,
+                other: RuleSetVersion | None, window: Window, scopes: list[RuleSet], ctx: EvaluationContext,
+                progress: Progress | None) -> int:
+    """The changed per-entry rules of both sides over every entry in the window, in id order. The compared
+    version's findings of the reused rules come from the decision log for the entries it judged; returns how
+    many entries it had not judged (their findings were evaluated)."""
+    fields = set(APPLIES_FIELDS) | {"currency"}
+    for side in (after, before):
+        if side is not None and side.entry_rules is not None:
+            fields |= _feature_fields(compile_ruleset(side.entry_rules).features.values())
+            if side.proposing:
+                fields |= WRITE_DOWN_FIELDS
+    reader = _Reader(session, fields)
+    query = reader.select().where(*_filters(window, scopes)).order_by(EntryRow.id)
+    total = _count(session, query) if progress is not None else 0
+    log = None
+    if before is not None and before.entry_rules is not None and before.reused:
+        log = _DecisionLog(session, other, before, window)
+    done = unjudged_count = 0
+    try:
+        for rows in _stream(session, query):
+            lights = [reader.light(row) for row in rows]
+            result.entries_read += len(lights)
+            result.entries_checked += sum(1 for e in _canonical_entries(lights, after.ruleset)
+                                          if after.ruleset.applies_to(e))
+            new: dict[int, set[str]] = {}
+            if after.entry_rules is not None:
+                _add(new, _entry_hits(after.entry_rules, lights, ctx))
+            old: dict[int, set[str]] = {}  # the compared version's findings, however had
+            evaluated: dict[int, set[str]] = {}  # those of them evaluated here
+            stored: list[tuple[int, str, Decimal | None]] = []  # those read from the log, with their write-downs
+            if before is not None and before.entry_rules is not None:
+                if log is None:
+                    _add(evaluated, _entry_hits(before.entry_rules, lights, ctx))
+                else:
+                    judged_ids, findings = log.upto(lights[-1].entry_id)
+                    judged = [k for k, e in enumerate(lights) if e.entry_id in judged_ids]
+                    unjudged = [k for k, e in enumerate(lights) if e.entry_id not in judged_ids]
+                    result.findings_reused += len(judged)
+                    unjudged_count += len(unjudged)
+                    for k in judged:
+                        stored.extend((k, rule_id, amount) for rule_id, amount in findings.get(lights[k].entry_id, ()))
+                    if before.fresh_rules is not None and judged:
+                        _add(evaluated, ((judged[j], rule_id) for j, rule_id in
+                                         _entry_hits(before.fresh_rules, [lights[k] for k in judged], ctx)))
+                    if unjudged:
+                        _add(evaluated, ((unjudged[j], rule_id) for j, rule_id in
+                                         _entry_hits(before.entry_rules, [lights[k] for k in unjudged], ctx)))
+                for k, rules in evaluated.items():
+                    old.setdefault(k, set()).update(rules)
+                for k, rule_id, _ in stored:
+                    old.setdefault(k, set()).add(rule_id)
+            for k in sorted(new.keys() | old.keys()):
+                e, mine, theirs = lights[k], new.get(k, set()), old.get(k, set())
+                for rule_id in sorted(mine | theirs):
+                    tally.pair(rule_id, e.entry_id, e.entry_uid, rule_id in theirs, rule_id in mine)
+            _write_downs(session, result, tally, after, lights, new, ctx, before=False)
+            if before is not None:
+                _write_downs(session, result, tally, before, lights, evaluated, ctx, before=True)
+                for k, rule_id, amount in stored:
+                    if amount is not None:
+                        tally.write_down(rule_id, True, lights[k].currency, amount)
+            done += len(lights)
+            if progress is not None:
+                progress("per-entry rules", done, total)
+    finally:
+        if log is not None:
+            log.close()
+    return unjudged_count
+
+
+def _add(found: dict[int, set[str]], hits: Iterable[tuple[int, str]]) -> None:
+    for k, rule_id in hits:
+        found.setdefault(k, set()).add(rule_id)
+
+
+def _write_downs(session: Session, result: Backtest, tally: _Tally, side: _Side, lights: Sequence[_Light],
+                 hits: dict[int, set[str]], ctx: EvaluationContext, *, before: bool) -> None:
+    """Add up the write-downs that the rules proposing them propose on the entries they flag. Each finding is
+    explained on the light entry as ``evaluate`` explains it (features, evidence, proposal); an entry whose
+    proposal reads a field the backtest did not fetch is read in full and judged with ``evaluate`` itself."""
+    if not side.proposing:
+        return
+    wanted = {k: rules & side.proposing for k, rules in hits.items() if rules & side.proposing}
+    if not wanted:
+        return
+    rules = _subset(side.ruleset, sorted(side.proposing))
+    compiled = {c.rule.id: c for c in compile_ruleset(rules).rules}
+    positions = sorted(wanted)
+    mapped = _canonical_entries([lights[k] for k in positions], rules)
+    in_full: list[int] = []
+    memo = tally.evidence
+    if len(memo) > MEMO:
+        memo.clear()
+    for j, k in enumerate(positions):
+        e = mapped[j]
+        try:
+            amounts = []
+            for rule_id in sorted(wanted[k]):
+                c = compiled[rule_id]
+                values = tuple(feature.compute(e, ctx) for feature in c.features.values())
+                # The evidence depends on the feature values, and on the text of a match or a member's field.
+                texts = tuple(getattr(e, f.field) for f in c.features.values() if f.kind in ("match", "member"))
+                key = (side.name, rule_id, values, texts)
+                evidence = memo.get(key)
+                if evidence is None:
+                    evidence = memo[key] = explain(c.condition, dict(zip(c.features, values, strict=True)), e)
+                adjustment = type_of(c.rule).propose(c.rule, e, evidence)
+                amounts.append((rule_id, adjustment.amount if adjustment is not None else None))
+        except _Unloaded:
+            in_full.append(k)
+            continue
+        for rule_id, amount in amounts:
+            if amount is not None:
+                tally.write_down(rule_id, before, e.currency, amount)
+    if not in_full:
+        return
+    full = _records(session, [lights[k].entry_id for k in in_full])
+    result.entries_read_in_full += len(full)
+    entries = [full[lights[k].entry_id] for k in in_full]
+    found: dict[tuple[int, str], Decimal | None] = {}
+    for v in engine_evaluate.evaluate(entries, rules, context=ctx, backend="python", statuses=("active",)):
+        found[(v.entry_index, v.rule_id)] = v.adjustment.amount if v.adjustment is not None else None
+    expected = {(j, rule_id) for j, k in enumerate(in_full) for rule_id in wanted[k]}
+    if set(found) != expected:
+        raise RuntimeError(f"backtest: the light judgement of {side.ruleset.id} differs from evaluate() on "
+                           f"{sorted(set(found) ^ expected)[:5]}")
+    for (j, rule_id), amount in found.items():
+        if amount is not None:
+            tally.write_down(rule_id, before, entries[j].currency, amount)
+
+
+class _DecisionLog:
+    """The compared version's stored judgements, read alongside the entries (both in entry id order): which
+    entries it judged as they are now (a current evaluation), and their findings of the reused rules."""
+
+    def __init__(self, session: Session, version: RuleSetVersion | None, side: _Side, window: Window) -> None:
+        assert version is not None
+        ev, v = Evaluation.__table__, ViolationRow.__table__
+        scope = _window_ids(window)
+        judged = select(ev.c.entry_id).where(ev.c.ruleset_version_id == version.id, ev.c.current.is_(True))
+        stored = select(v.c.entry_id, v.c.rule_id, v.c.adjustment).where(
+            v.c.current.is_(True), v.c.ruleset_id == version.ruleset_id, v.c.ruleset_revision == version.revision,
+            v.c.rule_id.in_(sorted(side.reused)))
+        if scope is not None:
+            judged, stored = judged.where(ev.c.entry_id.in_(scope)), stored.where(v.c.entry_id.in_(scope))
+        self._judged = _rows(session, judged.order_by(ev.c.entry_id))
+        self._stored = _rows(session, stored.order_by(v.c.entry_id, v.c.rule_id))
+        self._next_judged: Any = next(self._judged, None)
+        self._next_stored: Any = next(self._stored, None)
+
+    def upto(self, last_id: int) -> tuple[set[int], dict[int, list[tuple[str, Decimal | None]]]]:
+        """The judged entry ids up to ``last_id`` and their stored findings (rule, write-down amount)."""
+        judged: set[int] = set()
+        while self._next_judged is not None and self._next_judged[0] <= last_id:
+            judged.add(self._next_judged[0])
+            self._next_judged = next(self._judged, None)
+        stored: dict[int, list[tuple[str, Decimal | None]]] = {}
+        while self._next_stored is not None and self._next_stored[0] <= last_id:
+            entry_id, rule_id, adjustment = self._next_stored
+            amount = Decimal(adjustment["amount"]) if adjustment and adjustment.get("amount") is not None else None
+            stored.setdefault(entry_id, []).append((rule_id, amount))
+            self._next_stored = next(self._stored, None)
+        return judged, stored
+
+    def close(self) -> None:
+        for rows in (self._judged, self._stored):
+            rows.close()  # type: ignore[attr-defined]
+
+
+def _rows(session: Session, query: Select[Any]) -> Iterator[Any]:
+    def generate() -> Iterator[Any]:
+        for rows in _stream(session, query):
+            yield from rows
+    return generate()
+
+
+def _window_ids(window: Window) -> Any:
+    """A subquery of the ids of the entries in the window, or None when the window is everything."""
+    if window.start is None and window.end is None and not window.clients:
+        return None
+    return select(EntryRow.id).where(*_filters(window, []))
+
+
+def _day_pass(session: Session, result: Backtest, tally: _Tally, after: _Side, before: _Side | None,
+              window: Window, scopes: list[RuleSet], ctx: EvaluationContext, progress: Progress | None) -> None:
+    """The changed timekeeper-day aggregates of both sides: time entries ordered by timekeeper, date and id,
+    in chunks of whole days."""
+    fields = set(APPLIES_FIELDS) | DAY_FIELDS
+    runners = []
+    for side in (after, before):
+        if side is not None and side.day_rules is not None:
+            compiled = compile_ruleset(side.day_rules)
+            for scope in compiled.scopes.values():
+                fields |= _node_fields(scope)
+            runners.append((side, _Aggregates(side.day_rules, ctx)))
+    reader = _Reader(session, fields)
+    t = EntryRow.__table__
+    query = (reader.select().where(*_filters(window, scopes), t.c.entry_kind == "time", t.c.timekeeper_key.isnot(None))
+             .order_by(t.c.timekeeper_key, t.c.work_date, t.c.id))
+    total = _count(session, query) if progress is not None else 0
+    pending: list[_Light] = []
+    done = 0
+
+    def judge(chunk: list[_Light]) -> None:
+        flags: dict[tuple[int, str], list[bool]] = {}
+        for side, aggregates in runners:
+            for k, rule_id in aggregates.hits(chunk):
+                flags.setdefault((k, rule_id), [False, False])[0 if side is after else 1] = True
+        for (k, rule_id), (mine, theirs) in sorted(flags.items()):
+            if rule_id in tally.diffs:
+                tally.pair(rule_id, chunk[k].entry_id, chunk[k].entry_uid, theirs, mine)
+
+    for rows in _stream(session, query):
+        for row in rows:
+            light = reader.light(row)
+            key = light.timekeeper_source_id or light.timekeeper_ledes_id or light.timekeeper_name
+            if key != row[2] or light.work_date != row[3]:
+                raise RuntimeError(f"entry {row[0]}: its timekeeper_key and work_date columns do not match its record")
+            if pending and len(pending) >= CHUNK and (key, light.work_date) != _day_of(pending[-1]):
+                judge(pending)
+                done += len(pending)
+                pending = []
+                if progress is not None:
+                    progress("daily aggregates", done, total)
+            pending.append(light)
+        result.entries_read += len(rows)
+    if pending:
+        judge(pending)
+        done += len(pending)
+        if progress is not None:
+            progress("daily aggregates", done, total)
+
+
+def _day_of(e: _Light) -> tuple[str | None, dt.date]:
+    return (e.timekeeper_source_id or e.timekeeper_ledes_id or e.timekeeper_name, e.work_date)
+
+
+def _whole_pass(session: Session, result: Backtest, tally: _Tally, after: _Side, before: _Side | None,
+                window: Window, scopes: list[RuleSet], ctx: EvaluationContext, progress: Progress | None) -> None:
+    """Aggregate types this module cannot group: the whole window at once, full entries, with ``evaluate``."""
+    ids: list[int] = []
+    for rows in _stream(session, select(EntryRow.id).where(*_filters(window, scopes)).order_by(EntryRow.id)):
+        ids.extend(r[0] for r in rows)
+    full = _records(session, ids)
+    entries = [full[i] for i in ids]
+    result.entries_read += len(entries)
+    result.entries_read_in_full += len(entries)
+    flags: dict[tuple[int, str], list[bool]] = {}
+    for side in (after, before):
+        if side is None or side.whole_rules is None:
+            continue
+        for v in engine_evaluate.evaluate(entries, side.whole_rules, context=ctx, backend="python",
+                                          statuses=("active",)):
+            flags.setdefault((v.entry_index, v.rule_id), [False, False])[0 if side is after else 1] = True
+    for (k, rule_id), (mine, theirs) in sorted(flags.items()):
+        if rule_id in tally.diffs:
+            tally.pair(rule_id, ids[k], entries[k].entry_uid, theirs, mine)
+    if progress is not None:
+        progress("other aggregates", len(entries), len(entries))
+
+
+def _examples(session: Session, tally: _Tally, after: _Side, before: _Side | None, window: Window,
+              ctx: EvaluationContext) -> list[Example]:
+    """The examples kept, each explained by the version that flags it: evaluated again, in full, with the
+    entries it is judged with (the other entries of its day for a daily aggregate, the window for others)."""
+    kept = tally.examples()
+    if not kept:
+        return []
+    out = []
+    full = _records(session, sorted({entry_id for _, _, _, entry_id in kept}))
+    for rule_id, change, uid, entry_id in kept:
+        side = after if change == NEWLY else before
+        assert side is not None
+        rule = side.ruleset.rule(rule_id)
+        entry = full[entry_id]
+        if not type_of(rule).aggregate:
+            group = [entry]
+        elif rule.type in DAY_GROUPED:
+            group = _day_entries(session, entry_id, window)
+        else:
+            group = _window_entries(session, window)
+        found = None
+        for v in engine_evaluate.evaluate(group, _subset(side.ruleset, [rule_id]), context=ctx, backend="python",
+                                          statuses=("active",)):
+            if v.entry_uid == uid:
+                found = v
+                break
+        if found is None:
+            if side is after:
+                raise RuntimeError(f"backtest: {rule_id} does not flag {uid} when judged in full")
+            # A finding from the decision log that the engine no longer makes of this record.
+            out.append(Example(entry_id, uid, rule_id, change, "stored finding; not made when judged again now"))
+            continue
+        example = Example(entry_id, uid, rule_id, change, found.message, found.severity,
+                          [ev.as_dict() for ev in found.evidence],
+                          found.adjustment.as_dict() if found.adjustment is not None else None,
+                          list(found.contributing))
+        out.append(example)
+    return out
+
+
+def _day_entries(session: Session, entry_id: int, window: Window) -> list[Entry]:
+    t = EntryRow.__table__
+    key, day = session.execute(select(t.c.timekeeper_key, t.c.work_date).where(t.c.id == entry_id)).one()
+    rows = session.execute(select(t.c.record).where(*_filters(window, []), t.c.timekeeper_key == key,
+                                                    t.c.work_date == day, t.c.entry_kind == "time")
+                           .order_by(t.c.id))
+    return [Entry.model_validate(record) for (record,) in rows]
+
+
+def _window_entries(session: Session, window: Window) -> list[Entry]:
+    rows = session.execute(select(EntryRow.record).where(*_filters(window, [])).order_by(EntryRow.id))
+    return [Entry.model_validate(record) for (record,) in rows]
+
+
+__all__ = ["Backtest", "BacktestError", "Example", "RuleDiff", "Window", "backtest", "differences", "summary"]

@@ -1,0 +1,305 @@
+"""What the findings add up to over a window of work dates: findings by rule, client, matter, timekeeper, month
+and severity; the write-downs the rules proposed and those reviewers made; what clients' portals refused, by
+reason; and the share of billed entries that went out clean.
+
+Everything is added up by the database with GROUP BY, on SQLite and PostgreSQL alike, in three statements:
+
+- **Findings** are the current findings of active-status rules (shadow findings create no work) on entries that
+  are not withdrawn, with a work date in the window. One statement materialises them once (a ``MATERIALIZED``
+  common table expression) and groups them by each dimension in turn (``UNION ALL``). ``findings`` counts
+  (entry, rule) findings; ``entries`` the distinct entries among them.
+- **Write-downs proposed**: the adjustments those findings propose (``amount``: the change to the line total,
+  negative for a write-down), by rule and by the entry's currency. **Made by reviewers**: the ``write_down`` of
+  each ``adjust`` action in the audit trail on entries in the window, by currency.
+- **Billed and clean**: entries in the window that went out on an invoice (``invoiced``), and those of them
+  with no finding of an active-status rule ever recorded (current or superseded): they went out as they came in.
+- **Portal rejections**: by the portal's reason code (else its words) and kind (rejected or cut), received in the
+  window (its dates, as UTC days), with the amounts in the invoice's currency.
+
+Money is exact: PostgreSQL sums ``numeric``; SQLite, which has no decimal type, sums with an aggregate function
+this module registers on the connection, in Python ``Decimal`` (never the float SQLite's own SUM would use).
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import io
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import text
+from sqlalchemy.orm import Session
+
+from engine.errors import Invalid
+
+DIMENSIONS = ("rule", "client", "matter", "timekeeper", "month", "severity")
+DECIMAL_SUM = "ocg_decimal_sum"
+CSV_COLUMNS = ("section", "key", "currency", "findings", "entries", "amount")
+
+
+class ReportError(Invalid):
+    code = "invalid_report"
+
+
+@dataclass
+class Group:
+    """One row of a breakdown: how many findings, on how many entries, and proposed write-downs by currency."""
+
+    key: str | None
+    findings: int
+    entries: int
+    write_down: dict[str, Decimal] = field(default_factory=dict)
+
+
+@dataclass
+class FindingsReport:
+    start: dt.date | None
+    end: dt.date | None
+    clients: tuple[str, ...]
+    entries: int  # entries in the window (not withdrawn)
+    flagged_entries: int  # of them, with a current finding of an active-status rule
+    findings: int
+    by: dict[str, list[Group]]  # dimension -> groups, most findings first
+    proposed: dict[str, Decimal]  # currency -> the findings' proposed adjustments, added up
+    proposed_count: int
+    reviewed: dict[str, Decimal]  # currency -> reviewers' write-downs (adjust actions), added up
+    reviewed_count: int
+    billed: int
+    clean: int
+    rejections: list[dict[str, Any]]  # reason_code, reason, kind, count, amount by currency
+
+    @property
+    def clean_share(self) -> Decimal | None:
+        """Billed entries that went out clean, as a share (four places), or None when nothing was billed."""
+        if not self.billed:
+            return None
+        return (Decimal(self.clean) / Decimal(self.billed)).quantize(Decimal("0.0001"))
+
+
+class _DecimalSum:
+    """SQLite aggregate: the exact sum of decimal texts (NULLs skipped), as text; NULL when there were none."""
+
+    def __init__(self) -> None:
+        self.total: Decimal | None = None
+
+    def step(self, value: Any) -> None:
+        if value is None:
+            return
+        if isinstance(value, float):
+            raise ValueError("a money value reached the report as a float")
+        number = Decimal(value) if not isinstance(value, Decimal) else value
+        self.total = number if self.total is None else self.total + number
+
+    def finalize(self) -> str | None:
+        return None if self.total is None else str(self.total)
+
+
+def _dialect(session: Session) -> str:
+    """The dialect, with the decimal sum registered on SQLite's connection (once per connection)."""
+    connection = session.connection()
+    name = connection.dialect.name
+    if name == "sqlite":
+        raw = connection.connection.driver_connection
+        if not getattr(raw, "_ocg_decimal_sum", False):
+            raw.create_aggregate(DECIMAL_SUM, 1, _DecimalSum)  # type: ignore[union-attr]
+            try:
+                raw._ocg_decimal_sum = True  # type: ignore[union-attr]
+            except AttributeError:
+                pass  # sqlite3.Connection takes no attributes: registering again is harmless
+    return name
+
+
+def _money(value: Any) -> Decimal | None:
+    if value is None:
+        return None
+    if isinstance(value, float):
+        raise TypeError("a money value came back from the database as a float")
+    return value if isinstance(value, Decimal) else Decimal(value)
+
+
+def findings_report(session: Session, *, start: dt.date | None = None, end: dt.date | None = None,
+                    clients: Iterable[str] = (), top: int | None = None) -> FindingsReport:
+    """The report over entries with a work date from ``start`` to ``end`` (inclusive, either open), of
+    ``clients`` (LEDES or source client ids; none: all). ``top`` keeps that many groups per dimension."""
+    if start is not None and end is not None and start > end:
+        raise ReportError(f"the window starts ({start}) after it ends ({end})")
+    if top is not None and top < 1:
+        raise ReportError("top must be at least 1")
+    clients = tuple(clients)
+    name = _dialect(session)
+    pg = name == "postgresql"
+    params: dict[str, Any] = {}
+    where = ["e.state <> 'withdrawn'"]
+    if start is not None:
+        where.append("e.work_date >= :start")
+        params["start"] = start
+    if end is not None:
+        where.append("e.work_date <= :end")
+        params["end"] = end
+    if clients:
+        marks = ", ".join(f":client{i}" for i in range(len(clients)))
+        where.append(f"(e.ledes_client_id IN ({marks}) OR e.client_source_id IN ({marks}))")
+        params.update({f"client{i}": c for i, c in enumerate(clients)})
+    window = " AND ".join(where)
+    if pg:
+        month = "to_char(e.work_date, 'YYYY-MM')"
+        amount = "CAST(v.adjustment ->> 'amount' AS numeric)"
+        currency = "e.record ->> 'currency'"
+        total = "SUM"
+        no_amount = "CAST(NULL AS numeric)"
+    else:
+        month = "substr(e.work_date, 1, 7)"
+        amount = "json_extract(v.adjustment, '$.amount')"
+        currency = "json_extract(e.record, '$.currency')"
+        total = DECIMAL_SUM
+        no_amount = "NULL"
+    keys = {"rule": "rule_id", "client": "client", "matter": "matter", "timekeeper": "timekeeper",
+            "month": "month", "severity": "severity"}
+    parts = [f"SELECT '{dim}' AS dim, {column} AS key, NULL AS currency, COUNT(*) AS findings, "
+             f"COUNT(DISTINCT entry_id) AS entries, {no_amount} AS amount FROM f GROUP BY {column}"
+             for dim, column in keys.items()]
+    parts.append(f"SELECT 'proposed' AS dim, rule_id, currency, COUNT(*), COUNT(DISTINCT entry_id), {total}(amount) "
+                 "FROM f WHERE amount IS NOT NULL GROUP BY rule_id, currency")
+    parts.append(f"SELECT 'all', NULL, NULL, COUNT(*), COUNT(DISTINCT entry_id), {no_amount} FROM f")
+    statement = (
+        f"WITH f AS MATERIALIZED (SELECT v.entry_id AS entry_id, v.rule_id AS rule_id, v.severity AS severity, "
+        f"COALESCE(e.ledes_client_id, e.client_source_id) AS client, e.law_firm_matter_id AS matter, "
+        f"COALESCE(e.timekeeper_name, e.timekeeper_key) AS timekeeper, {month} AS month, {amount} AS amount, "
+        f"CASE WHEN {amount} IS NOT NULL THEN {currency} END AS currency "
+        f"FROM violations v JOIN entries e ON e.id = v.entry_id "
+        f"WHERE v.current = :true AND v.rule_status = 'active' AND {window}) "
+        + " UNION ALL ".join(parts))
+    params["true"] = True
+    by: dict[str, list[Group]] = {dim: [] for dim in DIMENSIONS}
+    proposed_by_rule: dict[str, dict[str, Decimal]] = {}
+    proposed: dict[str, Decimal] = {}
+    proposed_count = findings = flagged = 0
+    for dim, key, cur, count, entries, value in session.execute(text(statement), params):
+        if dim == "all":
+            findings, flagged = int(count), int(entries)
+        elif dim == "proposed":
+            money = _money(value) or Decimal(0)
+            currency_key = cur or "none"
+            rule_totals = proposed_by_rule.setdefault(key, {})
+            rule_totals[currency_key] = rule_totals.get(currency_key, Decimal(0)) + money
+            proposed[currency_key] = proposed.get(currency_key, Decimal(0)) + money
+            proposed_count += int(count)
+        else:
+            by[dim].append(Group(None if key is None else str(key), int(count), int(entries)))
+    for group in by["rule"]:
+        group.write_down = dict(sorted(proposed_by_rule.get(group.key or "", {}).items()))
+    for dim, groups in by.items():
+        groups.sort(key=lambda g: (g.key or "") if dim == "month" else (-g.findings, g.key or ""))
+        if top is not None:
+            del groups[top:]
+
+    billed_sql = (
+        "SELECT COUNT(*), SUM(CASE WHEN e.state = 'invoiced' THEN 1 ELSE 0 END), "
+        "SUM(CASE WHEN e.state = 'invoiced' AND NOT EXISTS (SELECT 1 FROM violations w WHERE w.entry_id = e.id "
+        f"AND w.rule_status = 'active') THEN 1 ELSE 0 END) FROM entries e WHERE {window}")
+    count_entries, billed, clean = session.execute(text(billed_sql), params).one()
+    reviewed_amount = ("CAST(a.after ->> 'write_down' AS numeric)" if pg
+                       else "json_extract(a.after, '$.write_down')")
+    reviewed_sql = (f"SELECT {currency} AS currency, COUNT(*), {total}({reviewed_amount}) FROM review_actions a "
+                    f"JOIN entries e ON e.id = a.entry_id WHERE a.action = 'adjust' AND {reviewed_amount} IS NOT NULL "
+                    f"AND {window} GROUP BY {currency}")
+    reviewed: dict[str, Decimal] = {}
+    reviewed_count = 0
+    for cur, count, value in session.execute(text(reviewed_sql), params):
+        reviewed[cur or "none"] = reviewed.get(cur or "none", Decimal(0)) + (_money(value) or Decimal(0))
+        reviewed_count += int(count)
+
+    received: list[str] = []
+    rejection_params: dict[str, Any] = {}
+    if start is not None:
+        received.append("r.received_at >= :from_time")
+        rejection_params["from_time"] = dt.datetime.combine(start, dt.time(), dt.UTC)
+    if end is not None:
+        received.append("r.received_at < :to_time")
+        rejection_params["to_time"] = dt.datetime.combine(end + dt.timedelta(days=1), dt.time(), dt.UTC)
+    if clients:
+        marks = ", ".join(f":client{i}" for i in range(len(clients)))
+        received.append(f"i.client_id IN ({marks})")
+        rejection_params.update({f"client{i}": c for i, c in enumerate(clients)})
+    if not pg:  # SQLite keeps UTC timestamps as naive text: compare like with like
+        rejection_params = {k: v.replace(tzinfo=None).strftime("%Y-%m-%d %H:%M:%S.%f") if isinstance(v, dt.datetime)
+                            else v for k, v in rejection_params.items()}
+    rejections_sql = (
+        f"SELECT r.reason_code, MIN(r.reason), r.kind, i.currency, COUNT(*), {total}(r.amount) "
+        "FROM portal_rejections r JOIN invoices i ON i.id = r.invoice_id"
+        + (f" WHERE {' AND '.join(received)}" if received else "")
+        + " GROUP BY r.reason_code, CASE WHEN r.reason_code IS NULL THEN r.reason END, r.kind, i.currency")
+    grouped: dict[tuple[Any, ...], dict[str, Any]] = {}
+    for code, reason, kind, cur, count, value in session.execute(text(rejections_sql), rejection_params):
+        row = grouped.setdefault((code, reason if code is None else None, kind), {
+            "reason_code": code, "reason": reason, "kind": kind, "count": 0, "amount": {}})
+        row["count"] += int(count)
+        if value is not None:
+            row["amount"][cur or "none"] = row["amount"].get(cur or "none", Decimal(0)) + (_money(value) or 0)
+    rejections = sorted(grouped.values(), key=lambda r: (-r["count"], r["reason_code"] or "", r["reason"] or ""))
+    return FindingsReport(start=start, end=end, clients=clients, entries=int(count_entries or 0),
+                          flagged_entries=flagged, findings=findings, by=by, proposed=dict(sorted(proposed.items())),
+                          proposed_count=proposed_count, reviewed=dict(sorted(reviewed.items())),
+                          reviewed_count=reviewed_count, billed=int(billed or 0), clean=int(clean or 0),
+                          rejections=rejections)
+
+
+def _amounts(totals: dict[str, Decimal]) -> dict[str, str]:
+    return {currency: str(amount) for currency, amount in sorted(totals.items())}
+
+
+def as_json(report: FindingsReport) -> dict[str, Any]:
+    """The report as JSON-ready values (amounts as decimal text)."""
+    return {
+        "window": {"from": report.start.isoformat() if report.start else None,
+                   "to": report.end.isoformat() if report.end else None, "clients": list(report.clients)},
+        "entries": report.entries, "flagged_entries": report.flagged_entries, "findings": report.findings,
+        "by": {dim: [{"key": g.key, "findings": g.findings, "entries": g.entries,
+                      **({"write_down": _amounts(g.write_down)} if dim == "rule" else {})} for g in groups]
+               for dim, groups in report.by.items()},
+        "write_downs": {"proposed": {"findings": report.proposed_count, "amount": _amounts(report.proposed)},
+                        "reviewed": {"actions": report.reviewed_count, "amount": _amounts(report.reviewed)}},
+        "billed": {"entries": report.billed, "clean": report.clean,
+                   "clean_share": str(report.clean_share) if report.clean_share is not None else None},
+        "portal_rejections": [{**r, "amount": _amounts(r["amount"])} for r in report.rejections],
+    }
+
+
+def as_csv(report: FindingsReport) -> str:
+    """The report as one CSV table in long form: ``section,key,currency,findings,entries,amount``. Sections:
+    ``summary`` (keys entries, flagged_entries, findings, billed, clean, clean_share), one per dimension
+    (``by_rule`` ...), ``write_down_proposed`` (by rule, and ``*`` for all), ``write_down_reviewed``, and
+    ``portal_rejection`` (key: reason code, else the reason; findings: the kind; entries: how many)."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(CSV_COLUMNS)
+    share = report.clean_share
+    for key, value in (("entries", report.entries), ("flagged_entries", report.flagged_entries),
+                       ("findings", report.findings), ("billed", report.billed), ("clean", report.clean)):
+        writer.writerow(("summary", key, "", "", value, ""))
+    writer.writerow(("summary", "clean_share", "", "", "", "" if share is None else str(share)))
+    for dim, groups in report.by.items():
+        for g in groups:
+            writer.writerow((f"by_{dim}", _cell(g.key), "", g.findings, g.entries, ""))
+    for g in report.by["rule"]:
+        for currency, amount in g.write_down.items():
+            writer.writerow(("write_down_proposed", _cell(g.key), currency, "", "", str(amount)))
+    for currency, amount in report.proposed.items():
+        writer.writerow(("write_down_proposed", "*", currency, report.proposed_count, "", str(amount)))
+    for currency, amount in report.reviewed.items():
+        writer.writerow(("write_down_reviewed", "*", currency, report.reviewed_count, "", str(amount)))
+    for r in report.rejections:
+        for currency, amount in (r["amount"] or {"": None}).items():
+            writer.writerow(("portal_rejection", _cell(r["reason_code"] or r["reason"]), currency, r["kind"],
+                             r["count"], "" if amount is None else str(amount)))
+    return out.getvalue()
+
+
+def _cell(value: str | None) -> str:
+    """A CSV cell that a spreadsheet will not run as a formula."""
+    if value is None:
+        return ""
+    return "'" + value if value[:1] in ("=", "+", "-", "@", "\t", "\r") else value
