@@ -53,8 +53,9 @@ def load(url: str, count: int, seed: int = 5) -> tuple[int, float]:
     now = dt.datetime.now(dt.UTC)
     with psycopg.connect(conninfo) as conn, conn.cursor() as cur:
         columns = ("id, entry_uid, source_system, source_tenant, source_id, source_version, entry_kind, "
-                   "ledes_client_id, law_firm_matter_id, timekeeper_key, timekeeper_name, work_date, hours_billed, "
-                   "rate, amount, record, state, worst_severity, version, created_at, updated_at")
+                   "ledes_client_id, client_source_id, law_firm_matter_id, client_matter_id, timekeeper_key, "
+                   "timekeeper_name, work_date, hours_billed, rate, amount, record, state, worst_severity, "
+                   "data_quality_flags, version, created_at, updated_at")
         states: list[tuple[int, str]] = []
         with cur.copy(f"COPY entries ({columns}) FROM STDIN") as copy:
             for i in range(1, count + 1):
@@ -67,9 +68,16 @@ def load(url: str, count: int, seed: int = 5) -> tuple[int, float]:
                                      "work_date": day.isoformat(), "hours_billed": hours, "rate": "500.00",
                                      "ledes_client_id": client, "narrative": "Reviewed and analysed documents"})
                 severity = rng.choice(["error", "warning"]) if review else None
-                copy.write_row((i, f"bench:t:{i}", "bench", "t", str(i), "v1", "time", client,
-                                f"{client}-M{rng.randrange(25):02d}", f"tk{rng.randrange(800)}", "Bench, Timekeeper",
-                                day, hours, "500.00", None, record, state, severity, 1, now, now))
+                matter = f"{client}-M{rng.randrange(25):02d}"
+                # A third of the entries also carry the source's own client and matter ids (the queue matches
+                # either), one in fifty comes from a second source, and one in thirty has a data-quality flag.
+                source_ids = i % 3 == 0
+                flags = '["UNKNOWN_TIMEKEEPER"]' if rng.random() < 1 / 30 else None
+                copy.write_row((i, f"bench:t:{i}", "efimis" if i % 50 == 0 else "bench", "t", str(i), "v1", "time",
+                                client, f"cs-{client}" if source_ids else None, matter,
+                                f"cm-{matter}" if source_ids else None, f"tk{rng.randrange(800)}",
+                                "Bench, Timekeeper", day, hours, "500.00", None, record, state, severity, flags, 1,
+                                now, now))
                 if review:
                     states.append((i, severity or "warning"))
         in_review = len(states)
@@ -86,8 +94,11 @@ def load(url: str, count: int, seed: int = 5) -> tuple[int, float]:
             for n, (entry_id, severity) in enumerate(states, 1):
                 copy.write_row((n, entry_id, "bench", "r1", rng.choice(RULES), "condition", severity, "active",
                                 "Bench rule", "Bench finding", "[]", None, "[]", "[]", True))
-        cur.execute("ANALYZE")
         conn.commit()
+    # As autovacuum leaves a store that has been running a while: statistics, and the visibility map that lets
+    # the queue's walks read only their indexes.
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        conn.execute("VACUUM ANALYZE")
     return in_review, time.perf_counter() - start
 
 

@@ -20,18 +20,29 @@ RULES = ["ACME-RATE-001", "ACME-NARR-002", "ACME-DAY-001", "ACME-EXP-001", "ACME
 
 
 def request_for(rng: random.Random, cursors: list[str]) -> tuple[str, dict[str, str]]:
-    roll = rng.random()
-    if roll < 0.3:
-        return "first page", {"limit": "50"}
-    if roll < 0.5:
-        return "client filter", {"client": rng.choice(CLIENTS), "limit": "50"}
-    if roll < 0.65:
-        return "rule and severity", {"rule_id": rng.choice(RULES), "severity": "error", "limit": "50"}
-    if roll < 0.8:
-        return "newest first", {"sort": "-work_date", "limit": "50"}
-    if cursors:
+    """One request of a reviewer's screen: each kind of filter and sort the queue offers, and next pages."""
+    client = rng.choice(CLIENTS)
+    kinds: list[tuple[str, dict[str, str]]] = [
+        ("first page", {}),
+        ("newest first", {"sort": "-work_date"}),
+        ("recently changed", {"sort": "-updated_at"}),
+        ("client filter", {"client": client}),
+        ("client by source id", {"client": f"cs-{client}", "sort": "-work_date"}),
+        ("matter filter", {"matter": f"{client}-M{rng.randrange(25):02d}"}),
+        ("matter by source id", {"matter": f"cm-{client}-M{rng.randrange(25):02d}"}),
+        ("timekeeper filter", {"timekeeper": f"tk{rng.randrange(800)}"}),
+        ("rule and severity", {"rule_id": rng.choice(RULES), "severity": "error"}),
+        ("rule filter", {"rule_id": rng.choice(RULES)}),
+        ("client and rule", {"client": client, "rule_id": rng.choice(RULES)}),
+        ("state filter", {"state": rng.choice(["held", "conflict"])}),
+        ("source filter", {"source": rng.choice(["bench", "efimis"])}),
+        ("date range", {"date_from": "2026-03-01", "date_to": "2026-03-31"}),
+        ("data-quality flags", {"data_quality": rng.choice(["true", "false"])}),
+    ]
+    if cursors and rng.random() < 0.2:
         return "next page", {"limit": "50", "cursor": rng.choice(cursors)}
-    return "first page", {"limit": "50"}
+    kind, params = rng.choice(kinds)
+    return kind, {"limit": "50", **params}
 
 
 async def run(args: argparse.Namespace) -> dict[str, object]:

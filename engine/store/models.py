@@ -92,6 +92,13 @@ class EntryState(StrEnum):
 
 REVIEW_STATES = (EntryState.IN_REVIEW, EntryState.HELD, EntryState.CONFLICT)
 WAITING_SQL = "state IN ('in_review', 'held', 'conflict')"
+# Data-quality flags: none is SQL NULL, JSON null or an empty list. The stored text is compared (PostgreSQL's JSON
+# functions refuse JSON null, and both databases keep a json value's text as written). Written out literally, so
+# that the planner can prove a query's predicate implies a partial index's.
+FLAGGED_SQL = "(data_quality_flags IS NOT NULL AND CAST(data_quality_flags AS TEXT) NOT IN ('null', '[]'))"
+UNFLAGGED_SQL = "(data_quality_flags IS NULL OR CAST(data_quality_flags AS TEXT) IN ('null', '[]'))"
+WAITING_FLAGGED_SQL = f"{WAITING_SQL} AND {FLAGGED_SQL}"
+WAITING_UNFLAGGED_SQL = f"{WAITING_SQL} AND {UNFLAGGED_SQL}"
 
 
 class RuleSetStatus(StrEnum):
@@ -290,6 +297,20 @@ class EntryRow(Base):
               sqlite_where=text(WAITING_SQL)),
         Index("ix_entries_waiting_matter", "law_firm_matter_id", "work_date", "id",
               postgresql_where=text(WAITING_SQL), sqlite_where=text(WAITING_SQL)),
+        # Every filter of the queue has its own walk in date order (the source's client and matter ids too: the
+        # queue matches either id, and reads the two as two ordered walks merged).
+        Index("ix_entries_waiting_client_source", "client_source_id", "work_date", "id",
+              postgresql_where=text(WAITING_SQL), sqlite_where=text(WAITING_SQL)),
+        Index("ix_entries_waiting_client_matter", "client_matter_id", "work_date", "id",
+              postgresql_where=text(WAITING_SQL), sqlite_where=text(WAITING_SQL)),
+        Index("ix_entries_waiting_timekeeper", "timekeeper_key", "work_date", "id",
+              postgresql_where=text(WAITING_SQL), sqlite_where=text(WAITING_SQL)),
+        Index("ix_entries_waiting_source", "source_system", "work_date", "id",
+              postgresql_where=text(WAITING_SQL), sqlite_where=text(WAITING_SQL)),
+        Index("ix_entries_waiting_flagged", "work_date", "id", postgresql_where=text(WAITING_FLAGGED_SQL),
+              sqlite_where=text(WAITING_FLAGGED_SQL)),
+        Index("ix_entries_waiting_unflagged", "work_date", "id", postgresql_where=text(WAITING_UNFLAGGED_SQL),
+              sqlite_where=text(WAITING_UNFLAGGED_SQL)),
         Index("ix_entries_client_matter", "ledes_client_id", "law_firm_matter_id"),
         Index("ix_entries_timekeeper_date", "timekeeper_key", "work_date"),
     )

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import itertools
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -14,7 +15,7 @@ from decimal import Decimal
 from typing import Any
 
 from pydantic import ValidationError
-from sqlalchemy import Text, and_, cast, exists, func, or_, select, text, update
+from sqlalchemy import ColumnElement, and_, exists, func, or_, select, text, union_all, update
 from sqlalchemy.orm import Session
 
 from engine.entry_io import entry_record
@@ -22,8 +23,12 @@ from engine.errors import OcgateError
 from engine.model import Entry, EntryKind, FeeBasis
 from engine.rules.features import EvaluationContext
 from engine.store.models import (
+    FLAGGED_SQL,
     REVIEW_STATES,
+    UNFLAGGED_SQL,
+    WAITING_FLAGGED_SQL,
     WAITING_SQL,
+    WAITING_UNFLAGGED_SQL,
     EntryRow,
     EntryState,
     PortalRejection,
@@ -321,6 +326,13 @@ def _decode_cursor(cursor: str, sort: str) -> tuple[Any, int]:
         raise InvalidCursor("cursor is not one this list returned (or the sort changed)") from None
 
 
+def _either(first: Any, second: Any, value: str | None) -> list[list[ColumnElement[bool]]]:
+    """The entries whose ``first`` or ``second`` column holds ``value``, as two disjoint conditions."""
+    if not value:
+        return []
+    return [[first == value], [second == value, or_(first.is_(None), first != value)]]
+
+
 def queue(session: Session, filters: QueueFilter = QueueFilter(), *, sort: str = "work_date",
           cursor: str | None = None, limit: int = 50) -> QueuePage:
     """One page of the queue, in a stable order (keyset paging: a page never repeats or skips an entry)."""
@@ -337,28 +349,21 @@ def queue(session: Session, filters: QueueFilter = QueueFilter(), *, sort: str =
     portal = (select(func.aggregate_strings(PortalRejection.reason, PORTAL_SEPARATOR))
               .where(PortalRejection.entry_id == EntryRow.id, PortalRejection.resolved_at.is_(None))
               .scalar_subquery().label("portal_list"))
-    query = select(*QUEUE_COLUMNS, rule_ids, portal).where(
-        text(WAITING_SQL) if waiting else EntryRow.state.in_(states))
-    if filters.client:
-        query = query.where(or_(EntryRow.ledes_client_id == filters.client,
-                                EntryRow.client_source_id == filters.client))
-    if filters.matter:
-        query = query.where(or_(EntryRow.law_firm_matter_id == filters.matter,
-                                EntryRow.client_matter_id == filters.matter))
+    where: list[ColumnElement[bool]] = []
+    if filters.data_quality is not None and waiting:
+        where.append(text(WAITING_FLAGGED_SQL if filters.data_quality else WAITING_UNFLAGGED_SQL))
+    else:
+        where.append(text(WAITING_SQL) if waiting else EntryRow.state.in_(states))
+        if filters.data_quality is not None:
+            where.append(text(FLAGGED_SQL if filters.data_quality else UNFLAGGED_SQL))
     if filters.timekeeper:
-        query = query.where(EntryRow.timekeeper_key == filters.timekeeper)
+        where.append(EntryRow.timekeeper_key == filters.timekeeper)
     if filters.date_from:
-        query = query.where(EntryRow.work_date >= filters.date_from)
+        where.append(EntryRow.work_date >= filters.date_from)
     if filters.date_to:
-        query = query.where(EntryRow.work_date <= filters.date_to)
+        where.append(EntryRow.work_date <= filters.date_to)
     if filters.source:
-        query = query.where(EntryRow.source_system == filters.source)
-    if filters.data_quality is not None:
-        # No flags is SQL NULL, JSON null or an empty list; PostgreSQL's json_array_length refuses JSON null, so the
-        # stored text is compared (both databases keep a json value's text as written).
-        flagged = and_(EntryRow.data_quality_flags.is_not(None),
-                       cast(EntryRow.data_quality_flags, Text).not_in(("null", "[]")))
-        query = query.where(flagged if filters.data_quality else ~flagged)
+        where.append(EntryRow.source_system == filters.source)
     if filters.rule_id or filters.severity:
         conditions = [ViolationRow.entry_id == EntryRow.id, ViolationRow.current.is_(True),
                       ViolationRow.rule_status == "active"]
@@ -366,15 +371,29 @@ def queue(session: Session, filters: QueueFilter = QueueFilter(), *, sort: str =
             conditions.append(ViolationRow.rule_id == filters.rule_id)
         if filters.severity:
             conditions.append(ViolationRow.severity == filters.severity)
-        query = query.where(exists().where(and_(*conditions)))
+        where.append(exists().where(and_(*conditions)))
     column, descending = SORTS[sort]
     if cursor:
         value, last_id = _decode_cursor(cursor, sort)
         if descending:
-            query = query.where(or_(column < value, and_(column == value, EntryRow.id < last_id)))
+            where.append(or_(column < value, and_(column == value, EntryRow.id < last_id)))
         else:
-            query = query.where(or_(column > value, and_(column == value, EntryRow.id > last_id)))
+            where.append(or_(column > value, and_(column == value, EntryRow.id > last_id)))
     order = (column.desc(), EntryRow.id.desc()) if descending else (column.asc(), EntryRow.id.asc())
+    # A client (or matter) is matched by either of two ids. One OR over two columns would make the database
+    # read every waiting entry and sort them; instead each id is one walk of its own index in page order, the
+    # walks made disjoint, and the page is the first rows of their merge.
+    either = [_either(EntryRow.ledes_client_id, EntryRow.client_source_id, filters.client),
+              _either(EntryRow.law_firm_matter_id, EntryRow.client_matter_id, filters.matter)]
+    branches = [[c for part in combo for c in part] for combo in itertools.product(*(alt for alt in either if alt))]
+    query = select(*QUEUE_COLUMNS, rule_ids, portal)
+    if len(branches) == 1:
+        query = query.where(*where, *branches[0])
+    else:
+        walks = [select(EntryRow.id).where(*where, *branch).order_by(*order).limit(limit + 1).subquery()
+                 for branch in branches]
+        merged = union_all(*(select(walk.c.id) for walk in walks)).subquery()
+        query = query.join(merged, merged.c.id == EntryRow.id)
     rows = list(session.execute(query.order_by(*order).limit(limit + 1)))
     more = len(rows) > limit
     rows = rows[:limit]

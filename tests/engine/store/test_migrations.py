@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from sqlalchemy.orm import Session, sessionmaker
-
-from engine.store.db import current_revision
+from engine.store.db import current_revision, upgrade
 
 
-def test_the_migrations_reach_the_newest_revision(db_url: str, sessions: sessionmaker[Session]) -> None:
+def test_the_migrations_reach_the_newest_revision(empty_db_url: str) -> None:
     from alembic.autogenerate import compare_metadata
     from alembic.runtime.migration import MigrationContext
     from alembic.script import ScriptDirectory
@@ -15,8 +13,11 @@ def test_the_migrations_reach_the_newest_revision(db_url: str, sessions: session
     from engine.store.db import alembic_config, make_engine
     from engine.store.models import Base
 
+    db_url = empty_db_url
+    assert current_revision(db_url) is None
+    upgrade(db_url)
     head = ScriptDirectory.from_config(alembic_config(db_url)).get_current_head()
-    assert current_revision(db_url) == head == "0004"
+    assert current_revision(db_url) == head == "0005"
     engine = make_engine(db_url)
     with engine.connect() as connection:  # the migrations build exactly what the models describe
         assert compare_metadata(MigrationContext.configure(connection), Base.metadata) == []
