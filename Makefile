@@ -6,7 +6,13 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 TSTAMP := $(VENV)/.installed-test
 
-.PHONY: demo test lint bench sample clean fuzz
+.PHONY: demo test test-python lint bench sample clean fuzz
+
+# The tests run in one process per core (pytest-xdist): the kill tests, fakes and servers wait much of the time.
+# PYTEST_ARGS adds to them (make test PYTEST_ARGS="-k clio"); TEST_PROCESSES=0 runs them in this one process.
+TEST_PROCESSES ?= auto
+PYTEST_ARGS ?=
+PYTEST := -m pytest -q -n $(TEST_PROCESSES) $(PYTEST_ARGS)
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -28,8 +34,18 @@ test: $(TSTAMP)
 	$(BIN)/ruff check engine api connectors rules tests bench
 	$(BIN)/lint-imports
 	$(BIN)/ocgate rules test rules/
-	$(BIN)/python -m pytest -q
+	$(BIN)/python $(PYTEST)
 
+# make test-python PY=3.13: every test on another Python, in its own .venv-3.13 (python3.13 on PATH, or pyenv's).
+test-python:
+	@test -n "$(PY)" || { echo "usage: make test-python PY=3.12" >&2; exit 2; }
+	@test -x .venv-$(PY)/bin/python || $$(.ci/python-for $(PY)) -m venv .venv-$(PY)
+	@test -f .venv-$(PY)/.installed-test -a .venv-$(PY)/.installed-test -nt pyproject.toml || { \
+		.venv-$(PY)/bin/python -m pip install --quiet --upgrade pip && \
+		.venv-$(PY)/bin/python -m pip install --quiet -e '.[test]' && touch .venv-$(PY)/.installed-test; }
+	.venv-$(PY)/bin/python --version
+	.venv-$(PY)/bin/ocgate rules test rules/
+	.venv-$(PY)/bin/python $(PYTEST)
 # make fuzz: the schemathesis tests of tests/api/test_fuzz.py, longer (more examples and scenarios).
 fuzz: $(TSTAMP)
 	OCGATE_FUZZ_EXAMPLES=$${OCGATE_FUZZ_EXAMPLES:-200} OCGATE_FUZZ_SCENARIOS=$${OCGATE_FUZZ_SCENARIOS:-300} \
@@ -47,4 +63,4 @@ sample: $(STAMP)
 	$(BIN)/ocgate sample --count 300 --seed 7 -o engine/data/samples/acme-2026-03.jsonl
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) .venv-3.* build *.egg-info .pytest_cache .ruff_cache .hypothesis

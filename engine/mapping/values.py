@@ -122,12 +122,15 @@ def format_problem(fmt: str) -> str | None:
     """Why a ``strptime`` date format cannot read dates (None when it can)."""
     if fmt == EXCEL:
         return None
+    whole = f"{fmt!r} does not give a whole date: it needs a day, a month and a year (for example %d/%m/%Y)"
+    if not any(year in fmt for year in ("%Y", "%y", "%G", "%c", "%x")):
+        return whole  # asked without a year, strptime guesses 1900 (and Python 3.13 warns it will stop guessing)
     try:
         back = dt.datetime.strptime(_SAMPLE.strftime(fmt), fmt)
     except ValueError as exc:
         return f"{fmt!r} is not a date format: {exc}"
     if back.date() != _SAMPLE.date():
-        return f"{fmt!r} does not give a whole date: it needs a day, a month and a year (for example %d/%m/%Y)"
+        return whole
     return None
 
 

@@ -82,6 +82,10 @@ def target(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
             pass
 
 
+# A thousand bulk actions on PostgreSQL take seconds on a loaded machine: a slow answer is not what this checks.
+TIMEOUT = 120
+
+
 def bearer(key: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {key}"}
 
@@ -95,7 +99,7 @@ _OTHERS = itertools.cycle([who for who in ROLES if who != "admin"])
 @BOUNDED
 def test_every_operation_with_every_role(case: Any, target: Target) -> None:
     for who in ("admin", next(_OTHERS)):
-        case.call_and_validate(app=target.app, headers=bearer(target.keys[who]), checks=CHECKS)
+        case.call_and_validate(app=target.app, headers=bearer(target.keys[who]), checks=CHECKS, timeout=TIMEOUT)
 
 
 def test_stateful_links(target: Target) -> None:
@@ -106,7 +110,7 @@ def test_stateful_links(target: Target) -> None:
 
     class Machine(base):  # type: ignore[misc, valid-type]
         def get_call_kwargs(self, case: Any) -> dict[str, Any]:
-            return {"app": target.app, "headers": bearer(target.keys["admin"])}
+            return {"app": target.app, "headers": bearer(target.keys["admin"]), "timeout": TIMEOUT}
 
         def validate_response(self, response: Any, case: Any, additional_checks: Any = None, **kwargs: Any) -> None:
             case.validate_response(response, checks=CHECKS)

@@ -819,7 +819,7 @@ def test_seeding_is_deterministic_and_has_the_awkward_cases(clio: FakeClio, api:
 
 
 def test_seeding_100_000_activities_is_quick() -> None:
-    started = time.perf_counter()
+    started = time.process_time()  # this process's CPU time: other processes' load on the machine doesn't count
     state = FakeClioState(activities=100_000)
     assert len(state.activities) == 100_000
-    assert time.perf_counter() - started < 5
+    assert time.process_time() - started < 5

@@ -256,9 +256,9 @@ def test_deliveries_are_signed_over_request_id_and_timestamp_and_retried(efimis:
 def test_seeding_is_deterministic_and_a_100000_item_firm_is_served_fast() -> None:
     assert [w.id for w in FakeEfimisState(work_items=50, seed=2).work_items] == \
         [w.id for w in FakeEfimisState(work_items=50, seed=2).work_items]
-    started = time.perf_counter()
+    started = time.process_time()  # this process's CPU time: other processes' load on the machine doesn't count
     state = FakeEfimisState(work_items=100_000)
-    seeded = time.perf_counter() - started
+    seeded = time.process_time() - started
     assert seeded < 8, f"seeding 100,000 work items took {seeded:.1f} s"
     with running_fake_efimis(state=state) as fake:
         token = state.issue_token()["access_token"]

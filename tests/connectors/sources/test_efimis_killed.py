@@ -35,10 +35,10 @@ def run_sync(env: dict[str, str], *extra: str) -> subprocess.Popen[bytes]:
                              *extra], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
 
-def efimis_syncs_running() -> list[int]:
+def efimis_syncs_running(database_url: str) -> list[int]:
     """The ``ocgate sync efimis`` processes still running (others' syncs of other sources are not ours)."""
     found = []
-    for pid in _syncs_running():
+    for pid in _syncs_running(database_url):
         try:
             with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
                 if b"efimis" in cmdline.read().split(b"\0"):
@@ -79,7 +79,7 @@ def test_a_sync_killed_at_random_points_loses_and_duplicates_nothing(
             process.wait(timeout=60)
             state.clear_faults()
         time.sleep(0.5)
-        assert not efimis_syncs_running(), "a fetcher outlived its killed sync"
+        assert not efimis_syncs_running(db_url), "a fetcher outlived its killed sync"
         # Incremental syncs finish the job: one completes what was killed, the next takes what changed while the
         # first read. Withdrawals are rows too (deleted ones are listed), so no full sync is needed.
         final = run_sync(env)

@@ -60,7 +60,7 @@ def test_a_mattero_sync_killed_at_random_points_loses_and_duplicates_nothing(
             fake.state.write_export(exports / f"{round_ + 1:02d}-changes.csv", ids=[r.id for r in changed]
                                     + [added.id])
         time.sleep(0.5)
-        assert not _syncs_running(), "a fetcher outlived its killed sync"
+        assert not _syncs_running(db_url), "a fetcher outlived its killed sync"
         final = run_sync(env)
         out, err = final.communicate(timeout=300)
         assert final.returncode == 0, err.decode()

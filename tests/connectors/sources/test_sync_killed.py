@@ -69,7 +69,7 @@ def test_a_sync_killed_at_random_points_loses_and_duplicates_nothing(
             process.wait(timeout=60)
         # The fetcher processes died with their parents: no sync is left running.
         time.sleep(0.5)
-        assert not _syncs_running(), "a fetcher outlived its killed sync"
+        assert not _syncs_running(db_url), "a fetcher outlived its killed sync"
         # Incremental syncs finish the job: one completes what was killed, the next takes what changed while
         # the source was being read (a full one would re-pull everything and hide a lost record).
         final = run_sync(env)
@@ -97,8 +97,10 @@ def test_a_sync_killed_at_random_points_loses_and_duplicates_nothing(
         assert b"pulled" in out
 
 
-def _syncs_running() -> list[int]:
-    """Processes running ``ocgate sync`` (a killed sync's forked fetcher would have the same command line)."""
+def _syncs_running(database_url: str) -> list[int]:
+    """Processes running ``ocgate sync`` on ``database_url`` (a killed sync's forked fetcher has the same command
+    line and environment). The database names the test: tests running at the same time have their own."""
+    marker = f"OCGATE_DATABASE_URL={database_url}".encode()
     found = []
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
@@ -108,8 +110,12 @@ def _syncs_running() -> list[int]:
                 words = cmdline.read().split(b"\0")
             with open(f"/proc/{entry}/stat", "rb") as stat:
                 zombie = stat.read().split(b") ", 1)[1][:1] == b"Z"
+            if not (b"api.cli" in words and b"sync" in words and b"--batch-entries" in words) or zombie:
+                continue
+            with open(f"/proc/{entry}/environ", "rb") as environ:
+                if marker not in environ.read().split(b"\0"):
+                    continue
         except OSError:
             continue
-        if b"api.cli" in words and b"sync" in words and b"--batch-entries" in words and not zombie:
-            found.append(int(entry))
+        found.append(int(entry))
     return found

@@ -254,9 +254,9 @@ def test_names_can_be_spelled_otherwise_than_assumed(fake: FakeTrackops, api: ht
 # Seeding ----------------------------------------------------------------------------------------------------------
 
 def test_seeding_is_deterministic_fast_and_realistic() -> None:
-    started = time.perf_counter()
+    started = time.process_time()  # this process's CPU time: other processes' load on the machine doesn't count
     big = FakeTrackopsState(lines=100_000, seed=3)
-    assert time.perf_counter() - started < 5.0
+    assert time.process_time() - started < 5.0
     assert len(big.lines) == 100_000
     small, again = FakeTrackopsState(lines=2_000, seed=3), FakeTrackopsState(lines=2_000, seed=3)
     assert [e.render() for e in small.entries] == [e.render() for e in again.entries]

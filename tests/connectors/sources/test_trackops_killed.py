@@ -106,7 +106,7 @@ def test_a_sync_killed_at_random_points_loses_and_duplicates_nothing(
                 mid_pull += "page" in after and after != before  # killed after a batch, before the pull's end
             process.wait(timeout=60)
         time.sleep(0.5)
-        assert not _syncs_running(), "a fetcher outlived its killed sync"
+        assert not _syncs_running(db_url), "a fetcher outlived its killed sync"
         # One incremental sync completes what was killed, the next takes what changed while it read.
         final = run_sync(env)
         out, err = final.communicate(timeout=300)

@@ -2,7 +2,7 @@
 (what a budget sums in the database), the as-of date and billing period each entry is judged with, and an index
 on (matter, work date) for matter-days and budget totals. Existing rows are filled in from their records.
 
-Revision ID: 0006_budget
+Revision ID: 0006
 Revises: 0005
 Create Date: 2026-12-06 17:10:00
 """
@@ -14,7 +14,7 @@ from alembic import op
 
 import engine.store.models
 
-revision: str = '0006_budget'
+revision: str = '0006'
 down_revision: str | None = '0005'
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
