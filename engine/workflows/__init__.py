@@ -5,6 +5,7 @@ commits unless committing is its job. Errors are :class:`engine.errors.OcgateErr
 - ``intake``: entries in, judged, queued;
 - ``review``: the queue, and a reviewer's approve, reject and adjust;
 - ``billing``: invoices, destinations, submission, the portal's rejections, rule proposals;
-- ``rulesets``: rule set versions, activation, shadowing, backtests;
+- ``rulesets``: rule set versions, activation, shadowing; ``backtest``: a draft against the active version;
+- ``reports``: what the findings add up to;
 - ``keys``: API keys and their roles.
 """

@@ -420,6 +420,95 @@ def get(session: Session, ledes_id: str) -> TimekeeperRecord:
     return found.record()
 
 
+def source_systems(session: Session) -> list[str]:
+    """The source systems the table has user ids in (clio, mattero, ...), sorted."""
+    return list(session.scalars(select(TimekeeperSourceId.source_system).distinct()
+                                .order_by(TimekeeperSourceId.source_system)))
+
+
+# The rates in force on a day (what a rate freeze names) -------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class RateOn:
+    """One timekeeper's standard rate in force on a day, with the first and last day of its period (``until``
+    None: open-ended); or, when there is none to give, why (``missing``)."""
+
+    ledes_id: str
+    name: str | None  # None: the LEDES id is not in the table
+    rate: Decimal | None = None
+    currency: str | None = None
+    since: dt.date | None = None
+    until: dt.date | None = None
+    missing: str | None = None
+    in_force: tuple[str, ...] = ()  # when ``missing``: the currencies they have a rate in force in that day
+
+
+def rates_on(session: Session, day: dt.date, *, currency: str | None = None, source_system: str | None = None,
+             ledes_ids: Iterable[str] | None = None) -> list[RateOn]:
+    """Each timekeeper's standard rate in force on ``day``, by LEDES id, as the enrichment of an entry worked
+    on that day would find it: in ``currency``, or (None) in the one currency they have a rate in force in.
+
+    ``source_system`` keeps the timekeepers with a user id in that system, ``ledes_ids`` the timekeepers
+    named (in the order given). Every timekeeper asked about is answered, with a rate or with why there is
+    none: not in the table, no user id in the source system, no standard rate kept, none in force that day,
+    one in force only in other currencies, or in several currencies.
+    """
+    stored = _stored(session)
+    system = source_system.lower() if source_system is not None else None
+    wanted = list(dict.fromkeys(ledes_ids)) if ledes_ids is not None else None
+    out: list[RateOn] = []
+    for ledes_id in wanted if wanted is not None else stored:
+        found = stored.get(ledes_id)
+        if found is None:
+            out.append(RateOn(ledes_id, None, missing="not in the timekeeper table"))
+            continue
+        tk = found.record()
+        if system is not None and all(s.source_system != system for s in tk.source_ids):
+            if wanted is not None:
+                out.append(RateOn(ledes_id, tk.name, missing=f"has no {system} user id in the table"))
+            continue
+        out.append(_rate_on(tk, day, currency))
+    return out
+
+
+def _rate_on(tk: TimekeeperRecord, day: dt.date, currency: str | None) -> RateOn:
+    if not tk.rates:
+        return RateOn(tk.ledes_id, tk.name, missing="the table keeps no standard rate for them")
+    in_force: dict[str, tuple[Rate, dt.date | None]] = {}
+    ended: dict[str, dt.date] = {}  # by currency: the last day of the latest period over before ``day``
+    starting: dict[str, dt.date] = {}  # by currency: the first day of the earliest period after ``day``
+    for rate, following in zip(tk.rates, (*tk.rates[1:], None), strict=True):  # sorted by currency, then start
+        if rate.effective_from > day:
+            starting.setdefault(rate.currency, rate.effective_from)
+            continue
+        until = rate.effective_to
+        if until is None and following is not None and following.currency == rate.currency:
+            until = following.effective_from - dt.timedelta(days=1)  # an open rate runs until the next starts
+        if until is None or day <= until:
+            in_force[rate.currency] = (rate, until)
+        else:
+            ended[rate.currency] = until
+    chosen = [currency] if currency is not None else list(in_force)
+    if len(chosen) == 1 and chosen[0] in in_force:
+        rate, until = in_force[chosen[0]]
+        return RateOn(tk.ledes_id, tk.name, rate.rate, rate.currency, rate.effective_from, until)
+    listed = ", ".join(f"{c} {rate.rate}" for c, (rate, _until) in in_force.items())
+    if currency is None and in_force:
+        why = f"rates in force in {len(in_force)} currencies ({listed})"
+    elif currency is not None and in_force:
+        why = f"no {currency} rate in force on {day}; in force: {listed}"
+    elif currency is not None and all(rate.currency != currency for rate in tk.rates):
+        why = f"the table keeps no {currency} rate for them"
+    else:
+        pool = [currency] if currency is not None else list(ended.keys() | starting.keys())
+        last = max((ended[c] for c in pool if c in ended), default=None)
+        first = min((starting[c] for c in pool if c in starting), default=None)
+        hint = "; ".join(([f"the last ended {last}"] if last else []) + ([f"the next starts {first}"] if first else []))
+        which = f"{currency} " if currency is not None else ""
+        why = f"no {which}rate in force on {day}" + (f" ({hint})" if hint else "")
+    return RateOn(tk.ledes_id, tk.name, currency=currency, missing=why, in_force=tuple(in_force))
+
+
 def import_csv(session: Session, text_or_rows: str | Iterable[Mapping[str, Any]], *,
                source: str = "<upload>") -> ImportResult:
     """Upsert the timekeepers of a file (see the module's docstring for what is replaced). All or nothing: a file

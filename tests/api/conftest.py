@@ -28,8 +28,9 @@ from tests.conftest import REPO, entry
 RULES = REPO / "rules"
 ACME_TEXT = (RULES / "acme-corp.yaml").read_text()
 
-# The API judges with today's date (it takes no evaluation context), so the seeded work is recent: no entry is
-# late (ACME-LATE-001, 90 days) when the API re-evaluates it, and the seed is judged with the same date.
+# The seed is judged as of today and each entry keeps that context, which a review action judges it again with;
+# the seeded work is recent, so no entry is late (ACME-LATE-001, 90 days). tests/api/test_context.py covers the
+# context the API takes.
 TODAY = dt.datetime.now(dt.UTC).date()
 NOW = EvaluationContext(as_of=TODAY)
 BASE = TODAY - dt.timedelta(days=30)

@@ -17,9 +17,12 @@ from collections import Counter
 from pathlib import Path
 
 import httpx
+import pytest
 
 from bench.review_load import LEGITIMATE, Call, Load, check, drive, figures, seed, serve
 from tests.conftest import _postgres_database
+
+pytestmark = pytest.mark.slow  # long, and no Python version changes it: CI runs it on the main Python only
 
 CLIENTS, ENTRIES, ROUNDS = 20, 200, 40
 LOAD_SECONDS = 25  # the client phase stops here whatever is left; the whole test stays under about 40 s

@@ -39,6 +39,8 @@ from engine.workflows.rulesets import add_ruleset_version
 from tests.api.conftest import ACME_TEXT, seed
 from tests.conftest import _postgres_database
 
+pytestmark = pytest.mark.slow  # long, and no Python version changes it: CI runs it on the main Python only
+
 CHECKS = [not_a_server_error, status_code_conformance, response_schema_conformance, content_type_conformance]
 EXAMPLES = int(os.environ.get("OCGATE_FUZZ_EXAMPLES", "20"))
 STEPS = int(os.environ.get("OCGATE_FUZZ_STEPS", "10"))

@@ -164,6 +164,7 @@ def _free_port() -> int:
         return probe.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_serve_with_two_workers_on_postgresql(tmp_path: Path) -> None:
     database = _postgres_database()
     url = next(database)

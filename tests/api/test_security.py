@@ -145,6 +145,7 @@ def test_every_route_that_takes_a_key_declares_429(world: World) -> None:
 
 # No secret in a log line or the output of a whole demo run ----------------------------------------------------
 
+@pytest.mark.slow
 def test_no_secret_in_any_log_line_or_output_of_a_demo_run(tmp_path: Any, monkeypatch: pytest.MonkeyPatch,
                                                           capfd: pytest.CaptureFixture[str]) -> None:
     made: set[str] = set()

@@ -115,6 +115,7 @@ def test_a_source_with_an_interval_is_synced_when_due(queue: str, sessions: sess
         assert len(list(session.scalars(select(EntryRow.id)))) == 600
 
 
+@pytest.mark.slow
 def test_serve_with_worker_runs_the_api_and_the_jobs_in_one_process(tmp_path: Path) -> None:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))

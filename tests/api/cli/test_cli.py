@@ -362,6 +362,7 @@ def test_demo(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
                      r"Non-reimbursable expense", out)
 
 
+@pytest.mark.slow
 def test_demo_backends_agree(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     from engine.rules.backends import DURABLE_AVAILABLE
 

@@ -389,6 +389,7 @@ def test_sync_states_are_judged_like_any_ingest(sessions: sessionmaker[Session],
     assert report.flagged == sum(1 for item in stored(sessions).values() if item["state"] == "in_review")
 
 
+@pytest.mark.slow
 def test_a_sync_reads_the_source_in_a_fetcher_process(sessions: sessionmaker[Session], fake: FakeClio,
                                                       env: dict[str, str]) -> None:
     connected(sessions, fake, env)

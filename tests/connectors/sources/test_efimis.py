@@ -393,6 +393,7 @@ def test_a_source_that_keeps_failing_stops_the_sync_which_resumes_later(sessions
     assert_mirrors(sessions, fake)
 
 
+@pytest.mark.slow
 def test_a_sync_reads_the_source_in_a_fetcher_process(sessions: sessionmaker[Session], fake: FakeEfimis,
                                                       env: dict[str, str]) -> None:
     connected(sessions, fake, env)

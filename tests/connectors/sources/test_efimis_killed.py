@@ -27,6 +27,8 @@ from engine.workflows import sources
 from tests.connectors.sources.test_efimis import SECRET_ENV, assert_mirrors, connected, live
 from tests.connectors.sources.test_sync_killed import _syncs_running
 
+pytestmark = pytest.mark.slow  # long, and no Python version changes it: CI runs it on the main Python only
+
 KILLS = 4
 
 

@@ -21,6 +21,8 @@ from engine.store.models import EntryRow, SyncRun
 from tests.connectors.sources.test_mattero import KEY_ENV, connected
 from tests.connectors.sources.test_sync_killed import _syncs_running
 
+pytestmark = pytest.mark.slow  # long, and no Python version changes it: CI runs it on the main Python only
+
 KILLS = 5
 
 

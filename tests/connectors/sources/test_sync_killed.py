@@ -23,6 +23,8 @@ from connectors.clio.fake import running_fake_clio
 from engine.store.models import EntryRow, EntryState, SyncRun
 from tests.connectors.sources.test_clio import SECRET_ENV, assert_mirrors, connected
 
+pytestmark = pytest.mark.slow  # long, and no Python version changes it: CI runs it on the main Python only
+
 KILLS = 6
 
 

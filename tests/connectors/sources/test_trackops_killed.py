@@ -28,6 +28,8 @@ from engine.workflows import sources
 from tests.connectors.sources.test_sync_killed import _syncs_running
 from tests.connectors.sources.test_trackops import BILLABLE, TOKEN_ENV, assert_mirrors, connected
 
+pytestmark = pytest.mark.slow  # long, and no Python version changes it: CI runs it on the main Python only
+
 ROUNDS = 5
 
 

@@ -99,6 +99,7 @@ def empty_database(kind: str, tmp_path: Path) -> Any:
         yield from _postgres_database()
 
 
+@pytest.mark.slow
 def test_a_backup_taken_mid_workload_restores_everything_committed_before_it(
         db_url: str, sessions: sessionmaker[Session], tmp_path: Path) -> None:
     kind = "sqlite" if db_url.startswith("sqlite") else "postgresql"
