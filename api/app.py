@@ -24,8 +24,8 @@ from fastapi import FastAPI
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from api import errors, logs
-from api.routers import entries, health, ingest, invoices, reports, review_items, rulesets, timekeepers, webhooks
+from api import errors, logs, web
+from api.routers import entries, health, ingest, invoices, me, reports, review_items, rulesets, timekeepers, webhooks
 from connectors.sources.registry import Options
 from engine.store.db import make_engine, session_factory
 from engine.workflows.keys import KeyCache
@@ -34,7 +34,7 @@ if TYPE_CHECKING:
     from api.worker import Worker
 
 ROUTERS = (review_items.router, entries.router, ingest.router, rulesets.router, invoices.router, timekeepers.router,
-           webhooks.router, health.router, reports.router)
+           webhooks.router, health.router, reports.router, me.router, web.router)
 MAX_BODY_BYTES = 8 * 1024 * 1024  # a 1000-entry ingest batch is about 1.5 MB; rule files and CSVs are smaller
 
 
@@ -185,6 +185,9 @@ DOCS_CSP = (b"default-src 'none'; script-src 'self' 'unsafe-inline' https://cdn.
             b"style-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net https://fonts.googleapis.com; "
             b"font-src https://fonts.gstatic.com; img-src 'self' data: https://fastapi.tiangolo.com; "
             b"connect-src 'self'; worker-src blob:; frame-ancestors 'none'; base-uri 'none'")
+# The reviewer's page (api/web) and its assets: everything from this server, no inline script or style, no eval.
+PAGE_CSP = (b"default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; "
+            b"form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
 HSTS = b"max-age=31536000; includeSubDomains"  # only over HTTPS (a proxy's X-Forwarded-Proto, see docs/deployment.md)
 REQUEST_ID_HEADER = b"x-request-id"
 access_log = logging.getLogger(logs.ACCESS_LOGGER)
@@ -209,7 +212,8 @@ class RequestContext:
         rid = logs.new_request_id(offered)
         token = logs.request_id.set(rid)
         started, status = time.perf_counter(), 0
-        csp = DOCS_CSP if scope.get("path") in self.docs_paths else API_CSP
+        path = scope.get("path", "")
+        csp = DOCS_CSP if path in self.docs_paths else PAGE_CSP if web.is_page(path) else API_CSP
         https = scope.get("scheme") == "https"
 
         async def send_with_headers(message: Message) -> None:

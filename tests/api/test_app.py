@@ -591,7 +591,7 @@ ROUTES = {("get", "/v1/review-items"), ("post", "/v1/review-items/bulk"), ("get"
           ("post", "/v1/invoices/{ref}/submit"), ("post", "/v1/invoices/{ref}/poll"),
           ("post", "/v1/invoices/{ref}/void"), ("get", "/v1/entries/{entry_id}/portal-rejections"),
           ("get", "/v1/timekeepers"), ("get", "/v1/timekeepers/{ledes_id}"), ("post", "/v1/timekeepers/import"),
-          ("get", "/v1/reports/findings")}
+          ("get", "/v1/reports/findings"), ("get", "/v1/me")}
 SIGNED = {("post", "/v1/webhooks/{source}"),  # authenticated by the source's signature, not an API key
           ("post", "/v1/webhooks/{source}/{token}")}  # or by a token in the path (mattero signs nothing)
 PROBES = {("get", "/healthz"), ("get", "/readyz")}  # no key: a load balancer asks (tests/api/test_health.py)
