@@ -34,6 +34,9 @@ from engine.workflows.rulesets import add_ruleset_version
 from tests.api.conftest import ACME_TEXT, day, seed
 from tests.conftest import REPO, _migrated_template
 
+# The page is the same on every Python: CI drives it from the main one only.
+pytestmark = pytest.mark.slow
+
 CHROMIUM = os.environ.get("OCGATE_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
 SHOTS = Path(os.environ.get("OCGATE_SCREENSHOTS") or REPO / "test-screenshots")
 KEYS = {"reviewer": Role.REVIEWER, "reviewer2": Role.REVIEWER, "viewer": Role.VIEWER, "author": Role.RULE_AUTHOR,
