@@ -8,9 +8,10 @@ TSTAMP := $(VENV)/.installed-test
 
 .PHONY: demo test test-python lint bench sample clean fuzz
 
-# The tests run in one process per core (pytest-xdist): the kill tests, fakes and servers wait much of the time.
+# The tests run in four processes (pytest-xdist): the kill tests, fakes and servers wait much of the time, so four
+# keep two cores busy.
 # PYTEST_ARGS adds to them (make test PYTEST_ARGS="-k clio"); TEST_PROCESSES=0 runs them in this one process.
-TEST_PROCESSES ?= auto
+TEST_PROCESSES ?= 4
 PYTEST_ARGS ?=
 PYTEST := -m pytest -q -n $(TEST_PROCESSES) $(PYTEST_ARGS)
 
