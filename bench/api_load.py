@@ -47,6 +47,7 @@ def request_for(rng: random.Random, cursors: list[str]) -> tuple[str, dict[str, 
 
 async def run(args: argparse.Namespace) -> dict[str, object]:
     total = int(args.rate * args.seconds)
+    warm = int(args.rate * args.warmup)  # sent first and not counted: caches fill, as in a running server
     rng = random.Random(7)
     latencies: list[float] = []
     by_kind: dict[str, list[float]] = {}
@@ -56,7 +57,7 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
     async with httpx.AsyncClient(base_url=args.base, headers={"Authorization": f"Bearer {args.key}"},
                                  timeout=10, limits=limits) as client:
 
-        async def one(kind: str, params: dict[str, str]) -> None:
+        async def one(kind: str, params: dict[str, str], counted: bool) -> None:
             nonlocal errors
             sent = time.perf_counter()
             try:
@@ -65,6 +66,8 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
             except httpx.HTTPError:
                 ok = False
             elapsed = (time.perf_counter() - sent) * 1000
+            if not counted:
+                return
             if not ok:
                 errors += 1
                 return
@@ -76,13 +79,13 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
 
         start = time.perf_counter() + 0.2
         tasks = []
-        for n in range(total):
+        for n in range(warm + total):
             delay = start + n / args.rate - time.perf_counter()
             if delay > 0:
                 await asyncio.sleep(delay)
-            tasks.append(asyncio.create_task(one(*request_for(rng, cursors))))
+            tasks.append(asyncio.create_task(one(*request_for(rng, cursors), counted=n >= warm)))
         await asyncio.gather(*tasks)
-        duration = time.perf_counter() - start
+        duration = time.perf_counter() - start - warm / args.rate
     return {"latencies_ms": latencies, "by_kind": by_kind, "errors": errors,
             "achieved_rate": (len(latencies) + errors) / duration}
 
@@ -93,6 +96,7 @@ def main() -> None:
     parser.add_argument("--key", required=True)
     parser.add_argument("--rate", type=float, default=100.0)
     parser.add_argument("--seconds", type=float, default=30.0)
+    parser.add_argument("--warmup", type=float, default=0.0, help="seconds of requests sent first and not counted")
     parser.add_argument("--connections", type=int, default=16)
     args = parser.parse_args()
     if not args.base.startswith(("http://127.", "http://localhost")):

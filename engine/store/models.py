@@ -384,11 +384,24 @@ class Evaluation(Base):
     violations: Mapped[list[ViolationRow]] = relationship(back_populates="evaluation", lazy="raise")
 
 
+REPORT_INDEX_COLUMNS = ("entry_work_date", "entry_id", "rule_id", "severity", "entry_ledes_client_id",
+                        "entry_client_source_id", "entry_matter_id", "entry_timekeeper", "adjustment_amount",
+                        "entry_currency")
+REPORT_POSTGRESQL_WHERE = "current AND rule_status = 'active'"
+REPORT_SQLITE_WHERE = "current = 1 AND rule_status = 'active'"
+
+
 class ViolationRow(Base):
     __tablename__ = "violations"
     __table_args__ = (
         Index("ix_violations_entry_current", "entry_id", "current"),
         Index("ix_violations_rule", "rule_id", "current"),
+        # The findings report: current findings of active-status rules by work date, with what it groups by.
+        Index("ix_violations_report", *REPORT_INDEX_COLUMNS, postgresql_where=text(REPORT_POSTGRESQL_WHERE),
+              sqlite_where=text(REPORT_SQLITE_WHERE)),
+        # Whether an entry ever had a finding of an active-status rule (the report's clean entries), from the index.
+        Index("ix_violations_entry_active", "entry_id", postgresql_where=text("rule_status = 'active'"),
+              sqlite_where=text("rule_status = 'active'")),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -407,6 +420,15 @@ class ViolationRow(Base):
     contributing: Mapped[list[str]] = mapped_column(JSON, default=list)
     references: Mapped[list[str]] = mapped_column(JSON, default=list)
     current: Mapped[bool] = mapped_column(Boolean, default=True)
+    # The entry's columns the findings report groups and filters by, copied when the finding is recorded (an
+    # entry whose columns change is judged again, and its findings written again): the report reads no entry.
+    entry_work_date: Mapped[dt.date | None] = mapped_column(Date)
+    entry_ledes_client_id: Mapped[str | None] = mapped_column(String(60))
+    entry_client_source_id: Mapped[str | None] = mapped_column(String(120))
+    entry_matter_id: Mapped[str | None] = mapped_column(String(60))  # law_firm_matter_id
+    entry_timekeeper: Mapped[str | None] = mapped_column(String(200))  # timekeeper_name, else timekeeper_key
+    entry_currency: Mapped[str | None] = mapped_column(String(16))  # the record's currency
+    adjustment_amount: Mapped[Decimal | None] = mapped_column(ExactDecimal)  # the adjustment's ``amount``
 
     evaluation: Mapped[Evaluation] = relationship(back_populates="violations", lazy="raise")
 

@@ -1214,6 +1214,22 @@ def _refused(session: Session, ids: Sequence[int]) -> set[int]:
     return refused
 
 
+def _report_columns(row: Any) -> dict[str, Any]:
+    """The entry's columns a violation keeps for the findings report (``ViolationRow.entry_*``), from the entry
+    being judged (arrivals and neighbours carry it) or else from its stored row (re-judged by a reviewer). They
+    equal the entry row's: the work date, client, matter and timekeeper columns are written from the same entry."""
+    entry: Entry | None = getattr(row, "entry", None)
+    if entry is not None:
+        timekeeper = entry.timekeeper_name if entry.timekeeper_name is not None else _timekeeper_key(entry)
+        return {"entry_work_date": entry.work_date, "entry_ledes_client_id": entry.ledes_client_id,
+                "entry_client_source_id": entry.client_source_id, "entry_matter_id": entry.law_firm_matter_id,
+                "entry_timekeeper": timekeeper, "entry_currency": entry.currency}
+    timekeeper = row.timekeeper_name if row.timekeeper_name is not None else row.timekeeper_key
+    return {"entry_work_date": row.work_date, "entry_ledes_client_id": row.ledes_client_id,
+            "entry_client_source_id": row.client_source_id, "entry_matter_id": row.law_firm_matter_id,
+            "entry_timekeeper": timekeeper, "entry_currency": (row.record or {}).get("currency")}
+
+
 def _record(session: Session, rows: Sequence[Any], judgements: Sequence[_Judgement], batch_id: int | None,
             write: _Writer) -> None:
     """Write the decision log: one evaluation per entry and version, one row per violation. ``rows`` are the
@@ -1237,14 +1253,17 @@ def _record(session: Session, rows: Sequence[Any], judgements: Sequence[_Judgeme
             violations = []
             for k in chunk:
                 entry_id = rows[k].id
+                of_entry = _report_columns(rows[k]) if k in found else {}
                 for v in found.get(k, ()):
                     violations.append({
+                        **of_entry,
                         "evaluation_id": evaluation_ids[entry_id], "entry_id": entry_id, "ruleset_id": v.ruleset_id,
                         "ruleset_revision": v.ruleset_revision, "rule_id": v.rule_id, "rule_type": v.rule_type,
                         "severity": v.severity, "rule_status": v.rule_status if enforcing else "shadow",
                         "title": v.title, "message": v.message,
                         "evidence_json": write.evidence(v),
                         "adjustment_json": write(v.adjustment.as_dict()) if v.adjustment else write.null,
+                        "adjustment_amount": v.adjustment.amount if v.adjustment else None,
                         "contributing_json": write.shared(v.contributing),
                         "references_json": write.shared(v.references), "current": True})
             session.execute(_INSERT_VIOLATIONS, violations)

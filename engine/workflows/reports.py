@@ -7,7 +7,12 @@ Everything is added up by the database with GROUP BY, on SQLite and PostgreSQL a
 - **Findings** are the current findings of active-status rules (shadow findings create no work) on entries that
   are not withdrawn, with a work date in the window. One statement materialises them once (a ``MATERIALIZED``
   common table expression) and groups them by each dimension in turn (``UNION ALL``). ``findings`` counts
-  (entry, rule) findings; ``entries`` the distinct entries among them.
+  (entry, rule) findings; ``entries`` the distinct entries among them. It reads no entry: each violation keeps
+  the entry's work date, client ids, matter, timekeeper and currency (``ViolationRow.entry_*``, written with the
+  finding; an entry whose columns change is judged again and its findings written again), and a partial index
+  on the current findings of active-status rules by work date holds all the statement reads (with the
+  adjustment's amount, kept beside its JSON as ``adjustment_amount``): it never reads the table's rows. A withdrawn
+  entry has no current finding (withdrawing supersedes them), so the findings need no test of the entry's state.
 - **Write-downs proposed**: the adjustments those findings propose (``amount``: the change to the line total,
   negative for a write-down), by rule and by the entry's currency. **Made by reviewers**: the ``write_down`` of
   each ``adjust`` action in the audit trail on entries in the window, by currency.
@@ -34,10 +39,12 @@ from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from engine.errors import Invalid
+from engine.store.models import REPORT_POSTGRESQL_WHERE, REPORT_SQLITE_WHERE
 
 DIMENSIONS = ("rule", "client", "matter", "timekeeper", "month", "severity")
 DECIMAL_SUM = "ocg_decimal_sum"
 CSV_COLUMNS = ("section", "key", "currency", "findings", "entries", "amount")
+WORK_MEM = "64MB"  # PostgreSQL's memory per sort or hash for the report's statements
 
 
 class ReportError(Invalid):
@@ -139,47 +146,60 @@ def findings_report(session: Session, *, start: dt.date | None = None, end: dt.d
     if end is not None:
         where.append("e.work_date <= :end")
         params["end"] = end
+    marks = ", ".join(f":client{i}" for i in range(len(clients)))
     if clients:
-        marks = ", ".join(f":client{i}" for i in range(len(clients)))
         where.append(f"(e.ledes_client_id IN ({marks}) OR e.client_source_id IN ({marks}))")
         params.update({f"client{i}": c for i, c in enumerate(clients)})
     window = " AND ".join(where)
+    # The findings' own window, on the entry's columns each violation keeps (see the module's docstring). The
+    # current/status test is written out (not bound) so that both databases use the partial index.
+    found = [REPORT_POSTGRESQL_WHERE if pg else REPORT_SQLITE_WHERE]
+    if start is not None:
+        found.append("entry_work_date >= :start")
+    if end is not None:
+        found.append("entry_work_date <= :end")
+    if clients:
+        found.append(f"(entry_ledes_client_id IN ({marks}) OR entry_client_source_id IN ({marks}))")
+    found_window = " AND ".join(found)
     if pg:
-        month = "to_char(e.work_date, 'YYYY-MM')"
-        amount = "CAST(v.adjustment ->> 'amount' AS numeric)"
+        month = "to_char(entry_work_date, 'YYYY-MM')"
         currency = "e.record ->> 'currency'"
         total = "SUM"
         no_amount = "CAST(NULL AS numeric)"
     else:
-        month = "substr(e.work_date, 1, 7)"
-        amount = "json_extract(v.adjustment, '$.amount')"
+        month = "substr(entry_work_date, 1, 7)"
         currency = "json_extract(e.record, '$.currency')"
         total = DECIMAL_SUM
         no_amount = "NULL"
-    keys = {"rule": "rule_id", "client": "client", "matter": "matter", "timekeeper": "timekeeper",
-            "month": "month", "severity": "severity"}
-    parts = [f"SELECT '{dim}' AS dim, {column} AS key, NULL AS currency, COUNT(*) AS findings, "
-             f"COUNT(DISTINCT entry_id) AS entries, {no_amount} AS amount FROM f GROUP BY {column}"
-             for dim, column in keys.items()]
-    parts.append(f"SELECT 'proposed' AS dim, rule_id, currency, COUNT(*), COUNT(DISTINCT entry_id), {total}(amount) "
-                 "FROM f WHERE amount IS NOT NULL GROUP BY rule_id, currency")
-    parts.append(f"SELECT 'all', NULL, NULL, COUNT(*), COUNT(DISTINCT entry_id), {no_amount} FROM f")
+    # Distinct entries are counted without COUNT(DISTINCT) (a sort per group): the entry-level breakdowns from
+    # one row per entry (``e``: an entry's current findings all carry its columns), the rule and severity ones
+    # from one row per (entry, rule) and (entry, severity).
+    parts = [f"SELECT '{dim}' AS dim, {dim} AS key, NULL AS currency, SUM(n) AS findings, COUNT(*) AS entries, "
+             f"{no_amount} AS amount FROM e GROUP BY {dim}" for dim in ("client", "matter", "timekeeper", "month")]
+    parts += [f"SELECT '{dim}', {column}, NULL, SUM(n), COUNT(*), {no_amount} FROM (SELECT {column}, COUNT(*) AS n "
+              f"FROM f GROUP BY {column}, entry_id) {dim}s GROUP BY {column}"
+              for dim, column in (("rule", "rule_id"), ("severity", "severity"))]
+    parts.append(f"SELECT 'proposed', rule_id, currency, COUNT(*), 0, {total}(amount) FROM f "
+                 "WHERE amount IS NOT NULL GROUP BY rule_id, currency")
+    parts.append(f"SELECT 'all', NULL, NULL, SUM(n), COUNT(*), {no_amount} FROM e")
     statement = (
-        f"WITH f AS MATERIALIZED (SELECT v.entry_id AS entry_id, v.rule_id AS rule_id, v.severity AS severity, "
-        f"COALESCE(e.ledes_client_id, e.client_source_id) AS client, e.law_firm_matter_id AS matter, "
-        f"COALESCE(e.timekeeper_name, e.timekeeper_key) AS timekeeper, {month} AS month, {amount} AS amount, "
-        f"CASE WHEN {amount} IS NOT NULL THEN {currency} END AS currency "
-        f"FROM violations v JOIN entries e ON e.id = v.entry_id "
-        f"WHERE v.current = :true AND v.rule_status = 'active' AND {window}) "
+        f"WITH f AS MATERIALIZED (SELECT entry_id, rule_id, severity, "
+        f"COALESCE(entry_ledes_client_id, entry_client_source_id) AS client, entry_matter_id AS matter, "
+        f"entry_timekeeper AS timekeeper, {month} AS month, adjustment_amount AS amount, "
+        f"CASE WHEN adjustment_amount IS NOT NULL THEN entry_currency END AS currency "
+        f"FROM violations WHERE {found_window}), "
+        "e AS MATERIALIZED (SELECT entry_id, MIN(client) AS client, MIN(matter) AS matter, "
+        "MIN(timekeeper) AS timekeeper, MIN(month) AS month, COUNT(*) AS n FROM f GROUP BY entry_id) "
         + " UNION ALL ".join(parts))
-    params["true"] = True
+    if pg:  # the breakdowns hash a few hundred thousand rows: in memory, not in files (this transaction only)
+        session.execute(text(f"SET LOCAL work_mem = '{WORK_MEM}'"))
     by: dict[str, list[Group]] = {dim: [] for dim in DIMENSIONS}
     proposed_by_rule: dict[str, dict[str, Decimal]] = {}
     proposed: dict[str, Decimal] = {}
     proposed_count = findings = flagged = 0
     for dim, key, cur, count, entries, value in session.execute(text(statement), params):
         if dim == "all":
-            findings, flagged = int(count), int(entries)
+            findings, flagged = int(count or 0), int(entries)
         elif dim == "proposed":
             money = _money(value) or Decimal(0)
             currency_key = cur or "none"
