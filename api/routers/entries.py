@@ -51,6 +51,8 @@ class EntryDetail(BaseModel):
     worst_severity: str | None
     entry: dict[str, Any]
     pending_record: dict[str, Any] | None
+    data_quality_flags: list[str] = Field(default_factory=list, description="what could not be mapped from the "
+                                          "source (approving the entry then needs a reason)")
     violations: list[ViolationOut]
     portal_rejections: list[dict[str, Any]] = Field(default_factory=list, description="open rejections by a "
                                                     "client's portal, with the proposed rule")
@@ -68,6 +70,25 @@ class JudgeIn(ActionIn, ContextIn):
 
 class AdjustIn(JudgeIn):
     changes: dict[str, Any] = Field(description="rate, hours_billed, narrative or UTBMS codes")
+
+
+class AdjustPreviewOut(BaseModel):
+    """What saving the adjustment would do; nothing of it is stored."""
+
+    id: int
+    version: int = Field(description="the entry's version the preview was worked out from (its ETag)")
+    state: str = Field(description="the state the entry would be in")
+    worst_severity: str | None
+    amount_before: Decimal | None = Field(description="the billed amount now")
+    amount_after: Decimal | None = Field(description="the billed amount after the change")
+    write_down: Decimal | None = Field(description="amount_after less amount_before, as /adjust would record it")
+    proposed_write_down: Decimal | None = Field(description="the sum of the remaining active findings' proposed "
+                                                            "adjustments (null when none proposes one)")
+    findings: list[ViolationOut] = Field(description="every finding the entry would have, with its evidence and "
+                                                     "proposed adjustment; shadow ones by rule_status")
+    cleared: list[str] = Field(description="active rules that flag the entry now and would not")
+    remaining: list[str] = Field(description="active rules that flag it now and still would")
+    new: list[str] = Field(description="active rules that would newly flag it")
 
 
 class ActionOut(BaseModel):
@@ -90,6 +111,7 @@ def get_entry(entry_id: EntryId, session: SessionDep, response: Response, key: R
     return EntryDetail(
         id=row.id, entry_uid=row.entry_uid, state=row.state, version=row.version,
         worst_severity=row.worst_severity, entry=row.record, pending_record=row.pending_record,
+        data_quality_flags=row.data_quality_flags or [],
         violations=[ViolationOut.model_validate(v, from_attributes=True) for v in view.violations],
         portal_rejections=[{"invoice_id": r.invoice_id, "line_number": r.line_number, "reason": r.reason,
                             "reason_code": r.reason_code, "comment": r.comment, "proposal": r.proposal}
@@ -131,6 +153,20 @@ def adjust(entry_id: EntryId, body: AdjustIn, session: SessionDep, response: Res
            if_match: Annotated[str | None, Header()] = None) -> ActionOut:
     return _respond(review.adjust(session, entry_id, expected_version=expected_version(if_match), actor=actor(key),
                                   reason=body.reason, changes=body.changes, context=body.context()), response)
+
+
+@router.post("/v1/entries/{entry_id}/adjust/preview", response_model=AdjustPreviewOut, responses=responses(404, 409),
+             tags=["review"])
+def preview_adjust(entry_id: EntryId, body: AdjustIn, session: SessionDep, key: Reviewer) -> AdjustPreviewOut:
+    """A dry run of ``/adjust`` with the same body: the entry judged again with the change, as the rule sets in force
+    would judge it, and the write-down the change makes. Nothing is stored and no If-Match is needed; the answer
+    names the version it was worked out from, and saving with that ETag stores exactly these findings."""
+    p = review.preview_adjust(session, entry_id, changes=body.changes, actor=actor(key), context=body.context())
+    return AdjustPreviewOut(
+        id=p.entry_id, version=p.version, state=p.state, worst_severity=p.worst_severity,
+        amount_before=p.amount_before, amount_after=p.amount_after, write_down=p.write_down,
+        proposed_write_down=p.proposed_write_down, findings=[ViolationOut(**f) for f in p.findings],
+        cleared=p.cleared, remaining=p.remaining, new=p.new)
 
 
 @router.get("/v1/entries/{entry_id}/portal-rejections", response_model=list[RejectionOut],

@@ -18,6 +18,11 @@ from engine.workflows import review
 router = APIRouter(tags=["review"])
 
 
+class RuleHit(BaseModel):
+    rule_id: str
+    severity: str = Field(description="the worst severity of the rule's findings on the entry")
+
+
 class ReviewItem(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
@@ -41,6 +46,11 @@ class ReviewItem(BaseModel):
                                                                        "answered by a reviewer")
     data_quality_flags: list[str] = Field(default_factory=list, description="what could not be mapped from the "
                                           "source (REDACTED_SOURCE, UNKNOWN_TIMEKEEPER, MISSING_UTBMS_TASK, ...)")
+    # Only with include=...: left out of the answer otherwise (the route drops the fields it was not given).
+    rules: list[RuleHit] = Field(default_factory=list, description="with include=rules: the active rules that flag "
+                                 "the entry, each with its severity (the same rules as rule_ids)")
+    narrative_excerpt: str | None = Field(default=None, description="with include=narrative: the narrative's first "
+                                          "120 characters or so, cut at a word, with an ellipsis when there is more")
 
 
 class ReviewPage(BaseModel):
@@ -70,7 +80,10 @@ class BulkResult(BaseModel):
     error: ErrorBody | None = None
 
 
-@router.get("/v1/review-items", response_model=ReviewPage, responses=responses(400))
+# exclude_unset: an item carries rules and narrative_excerpt only when asked to (include=), so the answer to a
+# client that does not ask is as it always was. Every other field of an item is always given.
+@router.get("/v1/review-items", response_model=ReviewPage, response_model_exclude_unset=True,
+            responses=responses(400))
 def list_review_items(
     session: SessionDep, key: Reader,
     state: Annotated[list[EntryState] | None, Query(description="default: every state waiting for review")] = None,
@@ -81,11 +94,13 @@ def list_review_items(
                                                            "data-quality flags")] = None,
     sort: Literal["work_date", "-work_date", "updated_at", "-updated_at"] = "work_date",
     cursor: str | None = None, limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    include: Annotated[list[Literal["rules", "narrative"]] | None, Query(
+        description="more of each item: rules (each rule with its severity), narrative (an excerpt)")] = None,
 ) -> ReviewPage:
     filters = review.QueueFilter(states=tuple(state or ()), client=client, matter=matter, timekeeper=timekeeper,
                                  rule_id=rule_id, severity=severity, date_from=date_from, date_to=date_to,
                                  source=source, data_quality=data_quality)
-    page = review.queue(session, filters, sort=sort, cursor=cursor, limit=limit)
+    page = review.queue(session, filters, sort=sort, cursor=cursor, limit=limit, include=tuple(include or ()))
     return ReviewPage(items=[ReviewItem(**item, timekeeper=item["timekeeper_key"]) for item in page.items],
                       next_cursor=page.next_cursor)
 

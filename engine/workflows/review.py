@@ -36,7 +36,7 @@ from engine.store.models import (
     ViolationRow,
 )
 from engine.workflows.billing.rejections import open_portal_rejections, resolve_portal_rejections
-from engine.workflows.intake import lock_entries, reevaluate, rejudge_days
+from engine.workflows.intake import facts, lock_entries, reevaluate, rejudge_days, write_facts
 
 ADJUSTABLE = ("rate", "hours_billed", "narrative", "utbms_task_code", "utbms_activity_code", "utbms_expense_code")
 CENT = Decimal("0.01")
@@ -75,6 +75,8 @@ class Outcome:
     state: str
     version: int
     write_down: Decimal | None = None
+    amount_before: Decimal | None = None  # adjust: the billed amount before and after the change
+    amount_after: Decimal | None = None
 
 
 def _claim(session: Session, entry_id: int, expected_version: int) -> EntryRow:
@@ -203,6 +205,7 @@ def adjust(session: Session, entry_id: int, *, expected_version: int, actor: str
         row.source_record = row.record  # what the source sent: the invoice shows the change as an adjustment
     row.record = entry_record(new)
     row.rate, row.hours_billed, row.amount = new.rate, new.hours_billed, new.amount
+    write_facts(session, [facts(new, row.id, row.state)], new=False)
     row.updated_at = dt.datetime.now(dt.UTC)
     reevaluate(session, [row], context=context, actor=actor)
     resolve_portal_rejections(session, entry_id)
@@ -210,7 +213,76 @@ def adjust(session: Session, entry_id: int, *, expected_version: int, actor: str
              "amount": _plain(after_amount), "write_down": _plain(write_down)}
     _audit(session, row, "adjust", actor, reason, before, after)
     session.flush()
-    return Outcome(row.id, "adjust", str(row.state), row.version, write_down)
+    return Outcome(row.id, "adjust", str(row.state), row.version, write_down, before_amount, after_amount)
+
+
+FINDING_FIELDS = ("rule_id", "ruleset_id", "ruleset_revision", "severity", "rule_status", "title", "message",
+                  "evidence", "adjustment", "contributing", "references")
+
+
+@dataclass
+class AdjustPreview:
+    """What an adjustment would do, worked out by the adjustment itself and then undone: the entry's findings
+    afterwards (with evidence and each rule's proposed write-down), which active rules it would clear, keep or
+    newly hit, and the write-down the change itself makes."""
+
+    entry_id: int
+    version: int  # the entry's version the preview was worked out from (its ETag)
+    state: str  # the state the entry would be in
+    worst_severity: str | None
+    amount_before: Decimal | None
+    amount_after: Decimal | None
+    write_down: Decimal | None  # amount after less amount before, as /adjust records it
+    findings: list[dict[str, Any]]  # every current finding afterwards, shadow ones too (see rule_status)
+    cleared: list[str]  # active rules that flag the entry now and would not afterwards
+    remaining: list[str]  # active rules that flag it now and would still
+    new: list[str]  # active rules that would flag it and do not now
+    proposed_write_down: Decimal | None  # the sum of the active findings' proposed adjustments afterwards
+
+
+def preview_adjust(session: Session, entry_id: int, *, changes: dict[str, Any], actor: str,
+                   context: EvaluationContext | None = None) -> AdjustPreview:
+    """What :func:`adjust` would make of the entry, without keeping any of it: the adjustment runs as it would
+    (the same checks, the same judging of the entry and of its neighbours) inside a savepoint that is then rolled
+    back, so a preview and the save that follows it cannot disagree. Nothing is written (no version bump, no
+    audit row, no findings), though a database sequence may skip the ids the undone rows took. It refuses what
+    adjust refuses: an unknown field or invalid value (InvalidChange), an entry not waiting for review
+    (NotReviewable), an unknown entry (NotFound). No version is expected: it works from the current one."""
+    if not 0 < entry_id < 2**63:
+        raise NotFound(f"entry {entry_id} does not exist")
+    _lock_days(session, [entry_id])  # as adjust does (the locks are re-entrant): no action slips in meanwhile
+    for attempt in range(3):
+        version = session.scalar(select(EntryRow.version).where(EntryRow.id == entry_id))
+        if version is None:
+            raise NotFound(f"entry {entry_id} does not exist")
+        before = {v.rule_id for v in _open_violations(session, entry_id)}
+        savepoint = session.begin_nested()
+        try:
+            try:
+                outcome = adjust(session, entry_id, expected_version=version, actor=actor, reason=None,
+                                 changes=changes, context=context)
+            except StaleVersion:  # another action landed between the read and the claim: read it again
+                if attempt == 2:
+                    raise
+                continue
+            row = session.get(EntryRow, entry_id)
+            assert row is not None
+            found = list(session.scalars(select(ViolationRow).where(
+                ViolationRow.entry_id == entry_id, ViolationRow.current.is_(True)).order_by(ViolationRow.id)
+                .execution_options(populate_existing=True)))
+            findings = [{name: getattr(v, name) for name in FINDING_FIELDS} for v in found]
+            active = [v for v in found if v.rule_status == "active"]
+            after = {v.rule_id for v in active}
+            amounts = [v.adjustment_amount for v in active if v.adjustment_amount is not None]
+            return AdjustPreview(
+                entry_id=entry_id, version=version, state=str(row.state), worst_severity=row.worst_severity,
+                amount_before=outcome.amount_before, amount_after=outcome.amount_after,
+                write_down=outcome.write_down, findings=findings, cleared=sorted(before - after),
+                remaining=sorted(before & after), new=sorted(after - before),
+                proposed_write_down=sum(amounts, Decimal(0)) if amounts else None)
+        finally:
+            savepoint.rollback()
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 def _plain(value: Any) -> Any:
@@ -278,6 +350,9 @@ QUEUE_COLUMNS = (EntryRow.id, EntryRow.entry_uid, EntryRow.source_system, EntryR
                  EntryRow.timekeeper_name, EntryRow.hours_billed, EntryRow.rate, EntryRow.amount,
                  EntryRow.data_quality_flags)
 PORTAL_SEPARATOR = "\x1e"  # between a list item's portal reasons (a reason may hold commas)
+RULE_SEPARATOR = "\x1f"  # between a rule id and its severity in the list of an item's rules
+EXCERPT_CHARS = 120  # the narrative's first characters, as the list shows them
+SEVERITY_RANK = {"error": 3, "warning": 2, "info": 1}
 SORTS = {"work_date": (EntryRow.work_date, False), "-work_date": (EntryRow.work_date, True),
          "updated_at": (EntryRow.updated_at, False), "-updated_at": (EntryRow.updated_at, True)}
 
@@ -298,7 +373,7 @@ class QueueFilter:
 
 @dataclass
 class QueuePage:
-    items: list[dict[str, Any]]  # the list columns, plus rule_ids and portal_reasons
+    items: list[dict[str, Any]]  # the list columns, plus rule_ids and portal_reasons (and what include asks)
     next_cursor: str | None
 
 
@@ -334,9 +409,17 @@ def _either(first: Any, second: Any, value: str | None) -> list[list[ColumnEleme
     return [[first == value], [second == value, or_(first.is_(None), first != value)]]
 
 
+QUEUE_EXTRAS = ("rules", "narrative")
+
+
 def queue(session: Session, filters: QueueFilter = QueueFilter(), *, sort: str = "work_date",
-          cursor: str | None = None, limit: int = 50) -> QueuePage:
-    """One page of the queue, in a stable order (keyset paging: a page never repeats or skips an entry)."""
+          cursor: str | None = None, limit: int = 50, include: Sequence[str] = ()) -> QueuePage:
+    """One page of the queue, in a stable order (keyset paging: a page never repeats or skips an entry).
+    ``include`` asks for more of each item (QUEUE_EXTRAS): ``rules``, each rule with its severity on the entry;
+    ``narrative``, the start of the narrative (read from the record, so only when asked)."""
+    unknown = sorted(set(include) - set(QUEUE_EXTRAS))
+    if unknown:
+        raise ReviewError(f"include only {', '.join(QUEUE_EXTRAS)}; not {', '.join(unknown)}")
     if sort not in SORTS:
         raise InvalidCursor(f"sort by one of: {', '.join(SORTS)}")
     states = filters.states or tuple(REVIEW_STATES)
@@ -347,6 +430,10 @@ def queue(session: Session, filters: QueueFilter = QueueFilter(), *, sort: str =
     rule_ids = (select(func.aggregate_strings(ViolationRow.rule_id, ","))
                 .where(ViolationRow.entry_id == EntryRow.id, ViolationRow.current.is_(True),
                        ViolationRow.rule_status == "active").scalar_subquery().label("rule_list"))
+    severities = (select(func.aggregate_strings(ViolationRow.rule_id + RULE_SEPARATOR + ViolationRow.severity, ","))
+                  .where(ViolationRow.entry_id == EntryRow.id, ViolationRow.current.is_(True),
+                         ViolationRow.rule_status == "active").scalar_subquery().label("severity_list"))
+    narrative = func.substr(EntryRow.record["narrative"].as_string(), 1, EXCERPT_CHARS + 1).label("narrative_head")
     portal = (select(func.aggregate_strings(PortalRejection.reason, PORTAL_SEPARATOR))
               .where(PortalRejection.entry_id == EntryRow.id, PortalRejection.resolved_at.is_(None))
               .scalar_subquery().label("portal_list"))
@@ -387,7 +474,8 @@ def queue(session: Session, filters: QueueFilter = QueueFilter(), *, sort: str =
     either = [_either(EntryRow.ledes_client_id, EntryRow.client_source_id, filters.client),
               _either(EntryRow.law_firm_matter_id, EntryRow.client_matter_id, filters.matter)]
     branches = [[c for part in combo for c in part] for combo in itertools.product(*(alt for alt in either if alt))]
-    query = select(*QUEUE_COLUMNS, rule_ids, portal)
+    extras = [column for name, column in (("rules", severities), ("narrative", narrative)) if name in include]
+    query = select(*QUEUE_COLUMNS, rule_ids, portal, *extras)
     if len(branches) == 1:
         query = query.where(*where, *branches[0])
     else:
@@ -404,10 +492,37 @@ def queue(session: Session, filters: QueueFilter = QueueFilter(), *, sort: str =
         item["rule_ids"] = sorted(set(item.pop("rule_list").split(","))) if r.rule_list else []
         item["portal_reasons"] = item.pop("portal_list").split(PORTAL_SEPARATOR) if r.portal_list else []
         item["data_quality_flags"] = item["data_quality_flags"] or []
+        if "rules" in include:
+            item["rules"] = _rules(item.pop("severity_list"))
+        if "narrative" in include:
+            item["narrative_excerpt"] = _excerpt(item.pop("narrative_head"))
         items.append(item)
     last = rows[-1] if rows else None
     next_cursor = _encode_cursor(sort, getattr(last, column.key), last.id) if more and last else None
     return QueuePage(items=items, next_cursor=next_cursor)
+
+
+def _rules(listed: str | None) -> list[dict[str, str]]:
+    """An item's active rules, each with its worst severity on the entry, by rule id."""
+    worst: dict[str, str] = {}
+    for part in (listed or "").split(","):
+        rule_id, _, severity = part.partition(RULE_SEPARATOR)
+        if rule_id and SEVERITY_RANK.get(severity, 0) >= SEVERITY_RANK.get(worst.get(rule_id, ""), 0):
+            worst[rule_id] = severity
+    return [{"rule_id": rule_id, "severity": worst[rule_id]} for rule_id in sorted(worst)]
+
+
+def _excerpt(head: str | None) -> str | None:
+    """The narrative's start, cut at a word with an ellipsis when there is more."""
+    if not head:
+        return None
+    text = " ".join(head.split())
+    if len(head) <= EXCERPT_CHARS:
+        return text
+    cut = text[:EXCERPT_CHARS]
+    if len(text) > EXCERPT_CHARS and text[EXCERPT_CHARS] != " " and " " in cut[EXCERPT_CHARS // 2:]:
+        cut = cut.rsplit(" ", 1)[0]  # not in the middle of a word (unless one word is most of it)
+    return cut.rstrip(" ,;.") + "\u2026"
 
 
 @dataclass

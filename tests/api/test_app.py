@@ -584,6 +584,7 @@ def test_a_change_is_committed_before_success_is_reported(world: World, sessions
 ROUTES = {("get", "/v1/review-items"), ("post", "/v1/review-items/bulk"), ("get", "/v1/entries/{entry_id}"),
           ("get", "/v1/entries/{entry_id}/history"), ("post", "/v1/entries/{entry_id}/approve"),
           ("post", "/v1/entries/{entry_id}/reject"), ("post", "/v1/entries/{entry_id}/adjust"),
+          ("post", "/v1/entries/{entry_id}/adjust/preview"),
           ("post", "/v1/entries"), ("post", "/v1/rulesets"), ("get", "/v1/rulesets"),
           ("post", "/v1/rulesets/{version_id}/activate"), ("post", "/v1/rulesets/{version_id}/shadow"),
           ("post", "/v1/rulesets/{version_id}/backtest"), ("post", "/v1/invoices"), ("get", "/v1/invoices"),

@@ -42,6 +42,16 @@
     return el("span", { class: `badge ${kind || "plain"}`, text });
   }
 
+  const SEVERITY_MARK = { error: "\u2716", warning: "\u26a0", info: "\u2139" };
+
+  // A rule with its severity: the word (and a mark) says the severity, so colour is never the only cue.
+  function severityBadge(ruleId, severity) {
+    const kind = SEVERITY_MARK[severity] ? severity : "plain";
+    return el("span", { class: `badge ${kind}` },
+      el("span", { class: "mark", "aria-hidden": "true" }, SEVERITY_MARK[severity] || "\u2022"), " ",
+      el("span", { class: "sev" }, severity || "flag"), " ", el("span", { class: "rule" }, ruleId));
+  }
+
   function table(headers, rows, attrs) {
     return el("table", { class: "grid compact", ...(attrs || {}) },
       el("thead", {}, el("tr", {}, headers.map((h) => el("th", { scope: "col", class: h.num ? "num" : null }, h.label || h)))),
@@ -84,10 +94,6 @@
     const whole = abs / 100n;
     const part = String(abs % 100n).padStart(2, "0");
     return `${negative ? "-" : ""}${whole}.${part}`;
-  }
-
-  function times(a, b) {
-    return { digits: a.digits * b.digits, scale: a.scale + b.scale };
   }
 
   // The API ------------------------------------------------------------------------------------------------
@@ -147,6 +153,8 @@
   }
 
   function signOut(message) {
+    clearTimeout(previewTimer); // a preview on its way would go out without a key
+    previewSeq += 1;
     sessionStorage.removeItem(KEY);
     state.key = null;
     state.me = null;
@@ -215,6 +223,8 @@
     const cursor = state.queue.cursors[state.queue.page];
     if (cursor) params.set("cursor", cursor);
     if (!params.has("limit")) params.set("limit", "50");
+    params.append("include", "rules"); // each rule with its severity, and the start of the narrative
+    params.append("include", "narrative");
     const result = await api("GET", `/v1/review-items?${params}`);
     if (!result.ok) {
       flash(`The queue could not be loaded: ${problem(result)}`, true);
@@ -232,9 +242,8 @@
   function renderQueue() {
     const reviewer = may("review");
     const rows = state.queue.items.map((item, index) => {
-      const rules = item.rule_ids.length
-        ? [badge(item.worst_severity || "flag", item.worst_severity), ...item.rule_ids.map((r) => el("span", { class: "rule" }, r, " "))]
-        : [];
+      const rules = (item.rules || item.rule_ids.map((r) => ({ rule_id: r, severity: item.worst_severity })))
+        .map((r) => severityBadge(r.rule_id, r.severity));
       const row = el("tr", { "data-id": item.id, "aria-selected": index === state.queue.current ? "true" : "false",
                              class: index === state.queue.current ? "current" : null, onclick: (event) => {
         if (event.target.closest("input,a,button")) return;
@@ -250,7 +259,8 @@
       el("td", { class: "num", text: show(item.hours_billed) }),
       el("td", { class: "num", text: show(item.rate) }),
       el("td", { class: "num", text: show(item.amount) }),
-      el("td", {}, rules),
+      el("td", { class: "excerpt", text: show(item.narrative_excerpt) }),
+      el("td", { class: "rules" }, rules),
       el("td", {}, item.data_quality_flags.map((f) => badge(f, "warning"))),
       el("td", { text: item.portal_reasons.join("; ") }),
       el("td", { text: item.source_system }),
@@ -366,14 +376,14 @@
   function renderEntry(detail, version) {
     state.entry = { id: detail.id, version, detail };
     const record = detail.entry;
-    const queued = state.queue.items.find((i) => i.id === detail.id); // the queue carries the data-quality flags
+    const flags = detail.data_quality_flags || [];
     $("#entry-title").textContent = `Entry ${detail.id}: ${record.timekeeper_name || ""} on ${record.work_date}`;
     clear($("#entry-fields"),
       ENTRY_FIELDS.flatMap(([label, get]) => [el("dt", { text: label }), el("dd", { text: show(get(record)) })]),
       el("dt", { text: "State" }), el("dd", {}, badge(detail.state, detail.state === "ready" ? "ok" : "plain"),
                                        ` version ${version}`),
-      queued && queued.data_quality_flags.length ? [el("dt", { text: "Data quality" }),
-        el("dd", {}, queued.data_quality_flags.map((f) => badge(f, "warning")))] : null,
+      el("dt", { text: "Data quality" }),
+      el("dd", { id: "entry-quality" }, flags.length ? flags.map((f) => badge(f, "warning")) : "no flags"),
       detail.pending_record ? [el("dt", { text: "Changed at the source" }),
                                el("dd", { text: JSON.stringify(detail.pending_record) })] : null);
     const findings = detail.violations.map((v) => el("article", { class: `finding ${v.severity}` },
@@ -392,8 +402,9 @@
         [show(p.invoice_id), show(p.line_number), p.reason, show(p.reason_code), show(p.comment)]))
       : el("p", { text: "None open." }));
     const needsReason = detail.violations.some((v) => v.severity === "error" && v.rule_status === "active")
-      || detail.portal_rejections.length > 0;
-    $("#approve-required").textContent = needsReason ? "(required: this entry has error findings or a portal rejection)" : "(optional)";
+      || detail.portal_rejections.length > 0 || flags.length > 0;
+    $("#approve-required").textContent = needsReason
+      ? "(required: this entry has error findings, a portal rejection or data-quality flags)" : "(optional)";
     $("#approve-reason").setAttribute("aria-required", needsReason ? "true" : "false");
     for (const [id, field] of Object.entries(ADJUSTABLE)) {
       const input = $(`#${id}`);
@@ -425,26 +436,77 @@
     return out;
   }
 
+  // The re-evaluation before saving: the API adjusts the entry, judges it and undoes it all (a dry run of the very
+  // code that saves), so what shows here is what saving stores. Asked again as the reviewer types, once typing
+  // pauses; an answer for what is no longer typed is dropped.
+  const PREVIEW_DELAY_MS = 300;
+  let previewTimer = null;
+  let previewSeq = 0;
+
   function previewAdjustment() {
-    const record = state.entry.detail ? state.entry.detail.entry : null;
+    clearTimeout(previewTimer);
+    const seq = ++previewSeq;
     const node = $("#adjust-preview");
-    if (!record) return;
-    const changed = changes();
-    if (!Object.keys(changed).length) {
-      node.textContent = "";
+    if (!state.entry.detail || !may("review")) {
+      clear(node);
       return;
     }
-    const hours = decimal(changed.hours_billed ?? record.hours_billed);
-    const rate = decimal(changed.rate ?? record.rate);
-    const oldHours = decimal(record.hours_billed), oldRate = decimal(record.rate);
-    const before = decimal(record.amount) || (oldHours && oldRate ? times(oldHours, oldRate) : null);
-    if (("rate" in changed || "hours_billed" in changed) && hours && rate && before) {
-      const after = cents(times(hours, rate));
-      node.textContent = `Before saving: amount ${centsText(after)} (was ${centsText(cents(before))}), `
-        + `write-down ${centsText(after - cents(before))}. The findings are judged again when you save.`;
-    } else {
-      node.textContent = `Changes: ${Object.keys(changed).join(", ")}. The findings are judged again when you save.`;
+    const changed = changes();
+    if (!Object.keys(changed).length) {
+      node.removeAttribute("aria-busy");
+      clear(node, el("p", { class: "hint", text: "Change the rate, hours, narrative or a code: the findings the entry "
+        + "would then have and the write-down show here before you save." }));
+      return;
     }
+    node.setAttribute("aria-busy", "true");
+    const id = state.entry.id;
+    previewTimer = setTimeout(() => runPreview(id, changed, seq), PREVIEW_DELAY_MS);
+  }
+
+  async function runPreview(id, changed, seq) {
+    const result = await api("POST", `/v1/entries/${id}/adjust/preview`, { json: { changes: changed } });
+    if (seq !== previewSeq || state.entry.id !== id) return; // typed on meanwhile, or another entry is open
+    const node = $("#adjust-preview");
+    node.removeAttribute("aria-busy");
+    if (!result.ok) {
+      clear(node, el("p", { class: "error", text: `No preview: ${problem(result)}` }));
+      return;
+    }
+    clear(node, renderPreview(result.data));
+  }
+
+  function amountText(value) {
+    const d = decimal(value);
+    return d ? centsText(cents(d)) : show(value);
+  }
+
+  const evidenceText = (e) => `${show(e.field)}: expected ${show(e.expected)}, actual ${show(e.actual)}`;
+
+  function renderPreview(p) {
+    const money = p.write_down === null || p.write_down === undefined
+      ? `No write-down can be worked out (the entry has no amount).`
+      : `Write-down ${amountText(p.write_down)}: amount ${amountText(p.amount_before)} \u2192 ${amountText(p.amount_after)}.`;
+    const active = p.findings.filter((f) => f.rule_status === "active");
+    const outcome = active.length
+      ? `If saved, the entry stays ${p.state} with ${active.length} finding${active.length === 1 ? "" : "s"} `
+        + `(worst: ${p.worst_severity}).`
+      : `If saved, the entry would be ${p.state}: no findings remain.`;
+    const moved = [p.cleared.length ? `clears ${p.cleared.join(", ")}` : null,
+                   p.new.length ? `newly flagged by ${p.new.join(", ")}` : null].filter(Boolean);
+    return [
+      el("h3", { text: "Before saving: the entry judged again" }),
+      el("p", { class: "preview-money", text: money }),
+      el("p", { class: "preview-outcome", text: outcome + (moved.length ? ` It ${moved.join("; ")}.` : "") }),
+      p.findings.length ? el("ul", { class: "preview-findings", "aria-label": "Findings that would remain" },
+        p.findings.map((f) => el("li", {},
+          severityBadge(f.rule_id, f.severity), f.rule_status !== "active" ? ` (${f.rule_status})` : "", " ", f.message,
+          f.evidence.length ? el("span", { class: "hint" }, ` (${f.evidence.map(evidenceText).join("; ")})`) : null,
+          f.adjustment && f.adjustment.amount !== undefined
+            ? el("span", {}, `; proposed write-down ${amountText(f.adjustment.amount)}`) : null))) : null,
+      p.proposed_write_down !== null && p.proposed_write_down !== undefined
+        ? el("p", { text: `The rules that remain propose a further write-down of ${amountText(p.proposed_write_down)}.` })
+        : null,
+    ];
   }
 
   async function act(action) {
@@ -619,8 +681,49 @@
       el("td", {},
         el("button", { type: "button", class: "secondary", onclick: () => showInvoice(inv) }, "Open"), " ",
         el("button", { type: "button", class: "secondary", onclick: () => showLedes(inv) }, "LEDES"), " ",
-        biller ? [el("button", { type: "button", onclick: () => invoiceAction(inv, "submit") }, "Submit"), " ",
-                  el("button", { type: "button", class: "secondary", onclick: () => invoiceAction(inv, "poll") }, "Status")] : null))));
+        biller && inv.status !== "void" ? [
+          el("button", { type: "button", onclick: () => invoiceAction(inv, "submit") }, "Submit"), " ",
+          el("button", { type: "button", class: "secondary", onclick: () => invoiceAction(inv, "poll") }, "Status")] : null,
+        biller && voidable(inv) ? [" ", el("button", { type: "button", class: "secondary", "aria-label": `Void invoice ${inv.number}`,
+                                                      onclick: () => askVoid(inv) }, "Void")] : null))));
+  }
+
+  // Only an invoice the client does not hold can be voided here: a draft, or one its portal rejected.
+  const voidable = (inv) => inv.status === "draft" || (inv.status === "submitted" && inv.portal_state === "rejected");
+
+  function askVoid(inv) {
+    const out = $("#invoice-out");
+    clear(out, el("form", { id: "void-form", class: "stack narrow", onsubmit: (event) => {
+      event.preventDefault();
+      voidInvoice(inv);
+    } },
+    el("h2", { text: `Void invoice ${inv.number}` }),
+    el("p", { class: "hint", text: "Voiding withdraws the invoice and releases its entries (back to ready, or judged "
+      + "again where the source changed them meanwhile). It cannot be undone." }),
+    el("label", { for: "void-reason", text: "Reason for voiding" }),
+    el("textarea", { id: "void-reason", rows: 2, "aria-required": "true" }),
+    el("span", { class: "buttons" },
+      el("button", { type: "submit", id: "void-confirm" }, `Void ${inv.number}`),
+      el("button", { type: "button", class: "secondary", onclick: () => clear(out) }, "Cancel")),
+    el("p", { id: "void-error", class: "error", role: "alert" })));
+    $("#void-reason").focus();
+  }
+
+  async function voidInvoice(inv) {
+    const reason = $("#void-reason").value.trim();
+    if (!reason) {
+      $("#void-error").textContent = "Voiding an invoice needs a reason.";
+      $("#void-reason").focus();
+      return;
+    }
+    const result = await api("POST", `/v1/invoices/${inv.id}/void`, { json: { reason } });
+    if (!result.ok) {
+      $("#void-error").textContent = `Void refused: ${problem(result)}`;
+      return;
+    }
+    flash(`Invoice ${inv.number} is void; its entries are released.`);
+    await loadInvoices();
+    await showInvoice(result.data);
   }
 
   async function showInvoice(inv) {
@@ -633,7 +736,8 @@
     const d = result.data;
     clear(out, el("h2", { text: `Invoice ${d.number}` }),
       el("p", { text: `${d.status}; portal: ${show(d.portal_state)}; total ${d.total} ${d.currency || ""}; `
-        + `${d.line_count} lines${d.last_error ? `; last error: ${d.last_error}` : ""}` }),
+        + `${d.line_count} lines${d.last_error ? `; last error: ${d.last_error}` : ""}`
+        + `${d.void_reason ? `; voided: ${d.void_reason}` : ""}` }),
       el("h3", { text: "Portal rejections" }),
       d.rejections.length ? table(["Line", "Reason", "Code", "Comment", { label: "Amount", num: true }],
         d.rejections.map((r) => [show(r.line_number), r.reason, show(r.reason_code), show(r.comment), show(r.amount)]))
@@ -836,6 +940,7 @@
     $("#reject-form").addEventListener("submit", (event) => { event.preventDefault(); act("reject"); });
     $("#adjust-form").addEventListener("submit", (event) => { event.preventDefault(); act("adjust"); });
     for (const input of $$("#adjust-form input, #adjust-form textarea")) {
+      if (input.id === "adjust-reason") continue; // the reason changes nothing the rules judge
       input.addEventListener("input", () => {
         input.dataset.dirty = "1";
         previewAdjustment();

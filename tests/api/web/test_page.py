@@ -29,9 +29,10 @@ from sqlalchemy import select
 from api.app import create_app
 from engine.store.db import make_engine, session_factory, transaction
 from engine.store.models import EntryRow, RuleSetStatus
+from engine.workflows.intake import ingest
 from engine.workflows.keys import Role, create_key
 from engine.workflows.rulesets import add_ruleset_version
-from tests.api.conftest import ACME_TEXT, day, seed
+from tests.api.conftest import ACME_TEXT, NOW, day, recent, seed
 from tests.conftest import REPO, _migrated_template
 
 # The page is the same on every Python: CI drives it from the main one only.
@@ -40,7 +41,7 @@ pytestmark = pytest.mark.slow
 CHROMIUM = os.environ.get("OCGATE_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
 SHOTS = Path(os.environ.get("OCGATE_SCREENSHOTS") or REPO / "test-screenshots")
 KEYS = {"reviewer": Role.REVIEWER, "reviewer2": Role.REVIEWER, "viewer": Role.VIEWER, "author": Role.RULE_AUTHOR,
-        "admin": Role.ADMIN}
+        "admin": Role.ADMIN, "biller": Role.BILLER}
 DRAFT = ACME_TEXT.replace('version: "2026.1"', 'version: "2026.2"').replace("PARTNR: 950", "PARTNR: 1000")
 TIMEOUT_MS = 10_000
 
@@ -63,6 +64,7 @@ class Site:
     keys: dict[str, str]
     ids: dict[str, int]  # source id -> entry id
     draft_id: int
+    sessions: Any  # the store's session factory, for a test that adds entries of its own
 
 
 @pytest.fixture(scope="module")
@@ -90,7 +92,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
         assert thread.is_alive() and time.monotonic() < deadline, "the server did not start"
         time.sleep(0.05)
     try:
-        yield Site(url=f"http://127.0.0.1:{port}", keys=keys, ids=ids, draft_id=draft_id)
+        yield Site(url=f"http://127.0.0.1:{port}", keys=keys, ids=ids, draft_id=draft_id, sessions=sessions)
     finally:
         server.should_exit = True
         thread.join(10)
@@ -154,7 +156,9 @@ def test_a_reviewer_filters_approves_adjusts_and_reads_the_trail(new_page: Any, 
     sign_in(page, site, "reviewer")
     expect(page.locator("#queue tbody tr").first).to_be_visible()
     assert page.locator("#queue tbody tr").count() == 25  # the seed's waiting entries
-    expect(page.locator("#queue tbody tr").first.locator(".badge.error")).to_have_text("error")
+    first = page.locator("#queue tbody tr").first  # "rate": over the partner cap
+    expect(first.locator(".badge.error")).to_have_text(re.compile(r"error ACME-RATE-001$"))
+    expect(first.locator(".excerpt")).to_contain_text("Drafted answer and affirmative defenses")
     page.locator("#rule-counts-box summary").click()
     expect(page.locator("#rule-counts tbody")).to_contain_text("ACME-RATE-001")
     page.screenshot(path=SHOTS / "queue.png", full_page=True)
@@ -209,7 +213,7 @@ def test_a_reviewer_filters_approves_adjusts_and_reads_the_trail(new_page: Any, 
     # Adjust another: the write-down shows before saving, the entry judged again after.
     open_entry(page, site, "p00")
     page.get_by_label("Rate", exact=True).fill("950.00")
-    expect(page.locator("#adjust-preview")).to_contain_text("write-down -60.00")
+    expect(page.locator("#adjust-preview")).to_contain_text("Write-down -60.00")
     page.locator("#adjust-reason").fill("cap agreed for 2026")
     page.get_by_role("button", name="Save adjustment").click()
     result = page.locator("#entry-result")
@@ -377,6 +381,35 @@ def test_billing_previews_builds_and_reads_the_ledes_file(new_page: Any, site: S
     expect(out).to_contain_text("Portal rejections")
     expect(out.locator("table").last).to_contain_text("key:admin")  # the build event
 
+    # Void it: a reason is required; the invoice turns void and its entries are released (built again below).
+    number = row.locator("td").first.text_content()
+    row.get_by_role("button", name="Void").click()
+    expect(page.get_by_label("Reason for voiding")).to_be_focused()
+    page.locator("#void-confirm").click()
+    expect(page.locator("#void-error")).to_contain_text("needs a reason")
+    page.get_by_label("Reason for voiding").fill("wrong billing period, rebuilt")
+    page.locator("#void-confirm").click()
+    expect(page.locator("#flash")).to_contain_text(f"Invoice {number} is void")
+    expect(row.locator("td").nth(4)).to_have_text("void")
+    expect(row.get_by_role("button", name="Void")).to_have_count(0)  # nothing left to void
+    expect(out.locator("table").last).to_contain_text("voided")
+    page.screenshot(path=SHOTS / "invoice-voided.png", full_page=True)
+    form.get_by_role("button", name="Build").click()
+    expect(out).to_contain_text("built: total 2775.00")  # the released entries bill again
+    draft = page.locator("#invoices tbody tr", has_text="draft")
+    expect(draft.get_by_role("button", name="Void")).to_have_count(1)
+
+    # Only billing keys may void: a reviewer reads the invoices without the button.
+    other = new_page()
+    sign_in(other, site, "reviewer")
+    other.get_by_role("link", name="Invoices").click()
+    expect(other.locator("#invoices tbody tr", has_text="draft")).to_have_count(1)
+    expect(other.get_by_role("button", name="Void")).to_have_count(0)
+    biller = new_page()
+    sign_in(biller, site, "biller")
+    biller.get_by_role("link", name="Invoices").click()
+    expect(biller.locator("#invoices tbody tr", has_text="draft").get_by_role("button", name="Void")).to_have_count(1)
+
 
 def test_every_control_has_a_label_and_the_page_fits_1280_by_800(new_page: Any, site: Site) -> None:
     page = new_page()
@@ -394,3 +427,227 @@ def test_every_control_has_a_label_and_the_page_fits_1280_by_800(new_page: Any, 
     page.goto(f"{site.url}/")
     page.keyboard.press("Tab")  # the first stop is the skip link, then the navigation
     assert page.evaluate("() => document.activeElement.textContent") == "Skip to content"
+
+
+def test_an_adjustment_shows_the_entry_judged_again_before_it_is_saved(new_page: Any, site: Site) -> None:
+    page = new_page()
+    previews: list[str] = []
+    page.on("request", lambda r: previews.append(r.url) if r.url.endswith("/adjust/preview") else None)
+    sign_in(page, site, "reviewer")
+    open_entry(page, site, "p05")
+    preview = page.locator("#adjust-preview")
+    expect(preview).to_contain_text("Change the rate, hours, narrative or a code")
+    assert previews == []  # nothing is asked before anything changes
+
+    # Still over the cap: the finding would remain, with its evidence and the write-down it proposes.
+    page.get_by_label("Rate", exact=True).fill("960.00")
+    expect(preview).to_contain_text("Write-down -45.00: amount 1485.00 \u2192 1440.00")
+    expect(preview).to_contain_text("stays in_review with 1 finding (worst: error)")
+    finding = preview.locator(".preview-findings li")
+    expect(finding).to_have_count(1)
+    expect(finding).to_contain_text("error ACME-RATE-001")
+    expect(finding).to_contain_text("actual 960.00")
+    expect(finding).to_contain_text("proposed write-down -15.00")
+    expect(preview).to_contain_text("further write-down of -15.00")
+    page.locator("#adjust-form").screenshot(path=SHOTS / "edit-preview-remaining.png")
+
+    # Typed key by key, the preview is asked for once typing pauses, not at every key.
+    rate = page.get_by_label("Rate", exact=True)
+    rate.fill("")
+    asked = len(previews)
+    rate.press_sequentially("950.00", delay=30)
+    expect(preview).to_contain_text("Write-down -60.00: amount 1485.00 \u2192 1425.00")
+    expect(preview).to_contain_text("would be ready: no findings remain")
+    expect(preview).to_contain_text("It clears ACME-RATE-001")
+    assert len(previews) - asked <= 2, previews[asked:]
+    page.get_by_label("Narrative").fill("Drafted answer and affirmative defenses to the amended counterclaim")
+    expect(preview).to_contain_text("Write-down -60.00")
+    page.locator("#adjust-form").screenshot(path=SHOTS / "edit-preview-form.png")
+    page.screenshot(path=SHOTS / "edit-preview.png", full_page=True)
+
+    # Nothing was saved by the previews: same version, no adjustment in the trail.
+    expect(page.locator("#entry-fields")).to_contain_text("version 1")
+    expect(page.locator("#entry-history tbody")).not_to_contain_text("adjust")
+
+    # Saving stores what the preview said.
+    page.locator("#adjust-reason").fill("cap agreed for 2026")
+    page.get_by_role("button", name="Save adjustment").click()
+    result = page.locator("#entry-result")
+    expect(result).to_contain_text("Write-down: -60.00")
+    expect(result).to_contain_text("The entry is now ready")
+    expect(result).to_contain_text("cleared ACME-RATE-001")
+    expect(page.locator("#entry-findings")).to_contain_text("No findings.")
+    expect(preview).to_contain_text("Change the rate, hours, narrative or a code")  # the form is the entry again
+
+
+def test_the_queue_shows_excerpts_rule_badges_and_data_quality_flags(new_page: Any, site: Site) -> None:
+    with transaction(site.sessions) as session:  # a month after the seed: no other test's entries move
+        ingest(session, [recent("unmapped", work_date=day(40), data_quality_flags=["UNKNOWN_TIMEKEEPER"],
+                                narrative="Telephone conference with opposing counsel regarding the scheduling "
+                                          "order, the deposition calendar and the expert disclosure deadlines")],
+               context=NOW)
+        unmapped = session.scalar(select(EntryRow.id).where(EntryRow.source_id == "unmapped"))
+    page = new_page()
+    sign_in(page, site, "reviewer")
+    vague = queue_row(page, site.ids["vague"])
+    expect(vague.locator(".excerpt")).to_have_text("Review file and attention to matter")
+    expect(vague.locator(".rules .badge.warning")).to_contain_text("warning ACME-NARR-002")
+    expect(queue_row(page, site.ids["rate"]).locator(".rules .badge.error")).to_contain_text("error ACME-RATE-001")
+
+    page.locator("#filters").get_by_label("From").fill(day(40))
+    page.get_by_role("button", name="Apply filters").click()
+    row = queue_row(page, unmapped)
+    expect(page.locator("#queue tbody tr")).to_have_count(1)
+    expect(row.locator(".badge.warning")).to_have_text("UNKNOWN_TIMEKEEPER")
+    expect(row.locator(".excerpt")).to_contain_text("Telephone conference with opposing counsel")
+    expect(row.locator(".excerpt")).to_contain_text("\u2026")
+    expect(row.locator("td").nth(11)).to_have_text("clio")  # the source
+    page.screenshot(path=SHOTS / "queue-flags.png", full_page=True)
+
+    # The entry shows its data-quality flags, and approving it then needs a reason.
+    row.locator("a").click()
+    expect(page.locator("#entry-quality")).to_have_text("UNKNOWN_TIMEKEEPER")
+    expect(page.locator("#approve-required")).to_contain_text("required")
+    open_entry(page, site, "vague")
+    expect(page.locator("#entry-quality")).to_have_text("no flags")
+
+
+# The checks run in the page: names as assistive technology would read them (a simplified accessible-name
+# computation), heading levels in document order, and the contrast of every visible piece of text against the
+# colour behind it (WCAG 2 relative luminance; backgrounds composited up the ancestors, opacity applied).
+A11Y_CHECK = """() => {
+  const problems = [];
+  const shown = (e) => e.checkVisibility({ checkVisibilityCSS: true, checkOpacity: true });
+  const describe = (e) => e.outerHTML.replace(/\\s+/g, " ").slice(0, 140);
+  const byIds = (ids) => ids.split(/\\s+/).map((id) => document.getElementById(id)).filter(Boolean)
+    .map((n) => n.textContent).join(" ").trim();
+  const nameOf = (e) => {
+    const labelledBy = e.getAttribute("aria-labelledby");
+    if (labelledBy && byIds(labelledBy)) return byIds(labelledBy);
+    const label = (e.getAttribute("aria-label") || "").trim();
+    if (label) return label;
+    if (e.labels && e.labels.length) {
+      const text = Array.from(e.labels).map((l) => l.textContent).join(" ").trim();
+      if (text) return text;
+    }
+    if (["A", "BUTTON", "SUMMARY"].includes(e.tagName) || ["button", "link"].includes(e.getAttribute("role"))) {
+      const text = (e.textContent || "").trim();
+      if (text) return text;
+      const img = e.querySelector("img[alt]");
+      if (img && img.alt.trim()) return img.alt.trim();
+    }
+    return (e.getAttribute("title") || "").trim();
+  };
+  for (const e of document.querySelectorAll("input:not([type=hidden]), select, textarea")) {
+    if (shown(e) && !nameOf(e)) problems.push(`form control without a label: ${describe(e)}`);
+  }
+  for (const e of document.querySelectorAll("button, a[href], summary, [role=button], [role=link]")) {
+    if (shown(e) && !nameOf(e)) problems.push(`${e.tagName.toLowerCase()} without a name: ${describe(e)}`);
+  }
+  for (const e of document.querySelectorAll("img")) {
+    if (shown(e) && !e.hasAttribute("alt")) problems.push(`image without alt text: ${describe(e)}`);
+  }
+  for (const e of document.querySelectorAll("svg")) {
+    if (shown(e) && e.getAttribute("aria-hidden") !== "true" && !(e.getAttribute("role") === "img" && nameOf(e))) {
+      problems.push(`graphic without a text alternative: ${describe(e)}`);
+    }
+  }
+  let previous = 0;
+  for (const h of Array.from(document.querySelectorAll("h1, h2, h3, h4, h5, h6")).filter(shown)) {
+    const level = Number(h.tagName[1]);
+    if ((previous === 0 && level !== 1) || level > previous + 1) {
+      problems.push(`heading h${level} after h${previous || "nothing"}: ${h.textContent.trim().slice(0, 60)}`);
+    }
+    previous = level;
+  }
+  const rgba = (text) => {
+    const m = /rgba?\\(([^)]+)\\)/.exec(text || "");
+    if (!m) return null;
+    const p = m[1].split(/[\\s,\\/]+/).filter(Boolean).map(Number);
+    return { r: p[0], g: p[1], b: p[2], a: p.length > 3 ? p[3] : 1 };
+  };
+  const over = (top, under) => ({ r: top.r * top.a + under.r * (1 - top.a), g: top.g * top.a + under.g * (1 - top.a),
+                                  b: top.b * top.a + under.b * (1 - top.a), a: 1 });
+  const behind = (e) => {
+    const layers = [];
+    for (let n = e; n; n = n.parentElement) {
+      const colour = rgba(getComputedStyle(n).backgroundColor);
+      if (colour && colour.a > 0) {
+        layers.push(colour);
+        if (colour.a >= 1) break;
+      }
+    }
+    return layers.reverse().reduce((under, top) => over(top, under), { r: 255, g: 255, b: 255, a: 1 });
+  };
+  const luminance = (c) => {
+    const channel = (v) => { v /= 255; return v <= 0.03928 ? v / 12.92 : ((v + 0.055) / 1.055) ** 2.4; };
+    return 0.2126 * channel(c.r) + 0.7152 * channel(c.g) + 0.0722 * channel(c.b);
+  };
+  const ratio = (a, b) => {
+    const [hi, lo] = [luminance(a), luminance(b)].sort((x, y) => y - x);
+    return (hi + 0.05) / (lo + 0.05);
+  };
+  const checked = new Set();
+  const check = (e) => {
+    if (checked.has(e) || !shown(e)) return;
+    checked.add(e);
+    const style = getComputedStyle(e);
+    let ink = rgba(e.namespaceURI === "http://www.w3.org/2000/svg" ? style.fill : style.color);
+    if (!ink) return;
+    let opacity = 1;
+    for (let n = e; n; n = n.parentElement) opacity *= Number(getComputedStyle(n).opacity);
+    const ground = behind(e);
+    const contrast = ratio(over({ ...ink, a: ink.a * opacity }, ground), ground);
+    if (contrast < 4.5) {
+      problems.push(`contrast ${contrast.toFixed(2)}:1 (${style.color} on rgb(${Math.round(ground.r)}, `
+        + `${Math.round(ground.g)}, ${Math.round(ground.b)})): ${describe(e)}`);
+    }
+  };
+  const walker = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
+  for (let node = walker.nextNode(); node; node = walker.nextNode()) {
+    const parent = node.parentElement;
+    if (!node.textContent.trim() || !parent || parent.closest("option, script, style")) continue;
+    check(parent);
+  }
+  for (const e of document.querySelectorAll("input:not([type=hidden]):not([type=checkbox]), select, textarea")) {
+    check(e);
+  }
+  return problems;
+}"""
+
+
+def test_the_views_pass_an_automated_accessibility_check(new_page: Any, site: Site) -> None:
+    page = new_page()
+    sign_in(page, site, "admin")  # every control a role can have
+
+    def check(view: str) -> None:
+        problems = page.evaluate(A11Y_CHECK)
+        assert problems == [], (view, problems)
+
+    expect(page.locator("#queue tbody tr").first).to_be_visible()
+    page.locator("#rule-counts-box summary").click()
+    expect(page.locator("#rule-counts tbody tr").first).to_be_visible()
+    queue_row(page, site.ids["vague"]).click()  # a current row, as j and k leave it
+    page.get_by_role("link", name="Back to the queue").click()
+    expect(page.locator("#queue tbody tr.current")).to_have_count(1)
+    check("queue")
+
+    open_entry(page, site, "vague")  # a warning, with the adjustment's preview open
+    page.get_by_label("Narrative").fill("Reviewed the produced documents for privilege")
+    expect(page.locator("#adjust-preview")).to_contain_text("Write-down 0.00")
+    check("entry")
+
+    page.get_by_role("link", name="Rule sets").click()
+    expect(page.locator("#rulesets tbody tr").first).to_be_visible()
+    page.get_by_label("Or paste the text").fill("id: broken\nrules: [")
+    page.get_by_role("button", name="Upload as a draft").click()
+    expect(page.locator("#ruleset-errors li").first).to_be_visible()
+    check("rule sets")
+
+    page.get_by_role("link", name="Overview").click()
+    expect(page.locator("#overview-groups svg").first).to_be_visible()
+    check("overview")
+
+    page.get_by_role("link", name="Invoices").click()
+    expect(page.locator("#invoice-form")).to_be_visible()
+    check("invoices")
