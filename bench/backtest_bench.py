@@ -52,6 +52,8 @@ from engine.rules.loader import load_text
 from engine.samples import generate
 from engine.store.db import database_url, make_engine, session_factory, transaction, upgrade
 from engine.store.models import RuleSetStatus
+from engine.workflows.intake import _columns as intake_columns
+from engine.workflows.intake import facts as intake_facts
 from engine.workflows.intake import source_version
 from engine.workflows.rulesets import add_ruleset_version
 
@@ -167,10 +169,10 @@ def seed(urls: Sequence[str], count: int) -> float:
     return time.perf_counter() - started
 
 
-ENTRY_COLUMNS = ("id, entry_uid, source_system, source_tenant, source_id, source_line_id, source_version, entry_kind, "
-                 "ledes_client_id, client_source_id, law_firm_matter_id, client_matter_id, timekeeper_key, "
-                 "timekeeper_name, work_date, hours_billed, rate, amount, record, state, worst_severity, version, "
-                 "created_at, updated_at")
+# The entries' columns are the ones intake writes (engine.workflows.intake._columns), in this order.
+ENTRY_HEAD = ("id", "entry_uid")
+ENTRY_TAIL = ("state", "worst_severity", "version", "created_at", "updated_at")
+JSON_COLUMNS = frozenset({"record", "data_quality_flags"})
 EVALUATION_COLUMNS = ("id, entry_id, entry_version, source_version, ruleset_version_id, evaluated_at, flagged, held, "
                       "current")
 VIOLATION_COLUMNS = ("evaluation_id, entry_id, ruleset_id, ruleset_revision, rule_id, rule_type, severity, "
@@ -214,16 +216,20 @@ class _Writer:
     def write(self, entries: list[Any], evaluations: list[Any], violations: list[Any], actions: list[Any],
               rejections: list[Any], now: dt.datetime) -> None:
         entry_rows = []
+        names: tuple[str, ...] = ()
         for entry_id, e, record, state, flagged in entries:
-            decimal = (lambda d: d) if self.postgres else (lambda d: None if d is None else str(d))
-            entry_rows.append((
-                entry_id, e.entry_uid, e.source_system, e.source_tenant, e.source_id, e.source_line_id,
-                source_version(e, record), e.entry_kind.value, e.ledes_client_id, e.client_source_id,
-                e.law_firm_matter_id, e.client_matter_id,
-                e.timekeeper_source_id or e.timekeeper_ledes_id or e.timekeeper_name, e.timekeeper_name,
-                e.work_date if self.postgres else e.work_date.isoformat(), decimal(e.hours_billed), decimal(e.rate),
-                decimal(e.amount), orjson.dumps(record).decode(), state, "error" if flagged else None, 1,
-                now if self.postgres else _sqlite_time(now), now if self.postgres else _sqlite_time(now)))
+            columns = intake_columns(e, record, source_version(e, record))
+            names = (*ENTRY_HEAD, *columns, *ENTRY_TAIL)
+            values = [entry_id, e.entry_uid, *[self._value(k, v) for k, v in columns.items()], state,
+                      "error" if flagged else None, 1, self._value("", now), self._value("", now)]
+            entry_rows.append(tuple(values))
+        entry_columns = ", ".join(names)
+        fact_rows = []
+        fact_names: tuple[str, ...] = ()
+        for entry_id, e, _, state, _ in entries:
+            row = intake_facts(e, entry_id, state)
+            fact_names = tuple(row)
+            fact_rows.append(tuple(self._value(k, v) for k, v in row.items()))
         evaluation_rows = [(i, entry_id, 1, version, self.version_id, now if self.postgres else _sqlite_time(now),
                             flagged, False, True) for i, entry_id, version, flagged in evaluations]
         violation_rows = [(*v, True) for v in violations]
@@ -232,7 +238,8 @@ class _Writer:
         rejection_rows = [(1, rid, entry_id, kind, reason, code, amount if self.postgres else str(amount),
                            at if self.postgres else _sqlite_time(at))
                           for rid, entry_id, kind, reason, code, amount, at in rejections]
-        tables = (("entries", ENTRY_COLUMNS, entry_rows), ("evaluations", EVALUATION_COLUMNS, evaluation_rows),
+        tables = (("entries", entry_columns, entry_rows), ("entry_facts", ", ".join(fact_names), fact_rows),
+                  ("evaluations", EVALUATION_COLUMNS, evaluation_rows),
                   ("violations", VIOLATION_COLUMNS, violation_rows), ("review_actions", ACTION_COLUMNS, action_rows),
                   ("portal_rejections", REJECTION_COLUMNS, rejection_rows))
         for table, columns, rows in tables:
@@ -246,6 +253,21 @@ class _Writer:
                 marks = ", ".join("?" * len(rows[0]))
                 self.conn.executemany(f"INSERT INTO {table} ({columns}) VALUES ({marks})", rows)
         self.conn.commit()
+
+    def _value(self, name: str, value: Any) -> Any:
+        """A column's value as the database takes it in bulk (SQLite: decimals, dates and times as SQLAlchemy
+        keeps them there)."""
+        if name in JSON_COLUMNS:
+            return None if value is None else orjson.dumps(value).decode()
+        if self.postgres or value is None:
+            return value
+        if isinstance(value, Decimal):
+            return str(value)
+        if isinstance(value, dt.datetime):
+            return _sqlite_time(value)
+        if isinstance(value, dt.date):
+            return value.isoformat()
+        return value
 
     def close(self, last_id: int) -> None:
         if self.postgres:

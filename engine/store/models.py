@@ -363,6 +363,57 @@ class EntryRow(Base):
     evaluations: Mapped[list[Evaluation]] = relationship(back_populates="entry", lazy="raise")
 
 
+class EntryFacts(Base):
+    """A narrow copy of each stored entry's fields that rules compare most, one row per entry, written with the
+    entry's record (intake, review adjustments): a backtest's database scans this instead of the wide entries
+    table, and compares rules' conditions with its columns (engine.workflows.pushdown). ``withdrawn`` mirrors the
+    entry's state. An entry without a row here (written by something that does not know the table) makes a
+    backtest read the entries themselves."""
+
+    __tablename__ = "entry_facts"
+
+    entry_id: Mapped[int] = mapped_column(ForeignKey("entries.id", ondelete="CASCADE"), primary_key=True)
+    entry_uid: Mapped[str] = mapped_column(String(400))
+    withdrawn: Mapped[bool] = mapped_column(Boolean, default=False)
+    work_date: Mapped[dt.date] = mapped_column(Date)
+    entry_kind: Mapped[str] = mapped_column(String(10))
+    source_system: Mapped[str | None] = mapped_column(Text)
+    ledes_client_id: Mapped[str | None] = mapped_column(Text)
+    client_source_id: Mapped[str | None] = mapped_column(Text)
+    law_firm_matter_id: Mapped[str | None] = mapped_column(Text)
+    client_matter_id: Mapped[str | None] = mapped_column(Text)
+    matter_source_id: Mapped[str | None] = mapped_column(Text)
+    timekeeper_name: Mapped[str | None] = mapped_column(Text)
+    timekeeper_classification: Mapped[str | None] = mapped_column(Text)
+    timekeeper_ledes_id: Mapped[str | None] = mapped_column(Text)
+    timekeeper_source_id: Mapped[str | None] = mapped_column(Text)
+    fee_basis: Mapped[str | None] = mapped_column(Text)
+    currency: Mapped[str | None] = mapped_column(Text)
+    unit_of_measure: Mapped[str | None] = mapped_column(Text)
+    utbms_task_code: Mapped[str | None] = mapped_column(Text)
+    utbms_activity_code: Mapped[str | None] = mapped_column(Text)
+    utbms_expense_code: Mapped[str | None] = mapped_column(Text)
+    narrative: Mapped[str | None] = mapped_column(Text)
+    rate: Mapped[Decimal | None] = mapped_column(ExactDecimal)
+    standard_rate: Mapped[Decimal | None] = mapped_column(ExactDecimal)
+    hours_billed: Mapped[Decimal | None] = mapped_column(ExactDecimal)
+    hours_worked: Mapped[Decimal | None] = mapped_column(ExactDecimal)
+    quantity: Mapped[Decimal | None] = mapped_column(ExactDecimal)
+    amount: Mapped[Decimal | None] = mapped_column(ExactDecimal)
+    adjustment_amount: Mapped[Decimal | None] = mapped_column(ExactDecimal)
+    billable: Mapped[bool | None] = mapped_column(Boolean)
+    no_charge: Mapped[bool | None] = mapped_column(Boolean)
+
+
+# The entry fields ``entry_facts`` keeps (every column but the entry's id, uid and withdrawn flag).
+FACT_FIELDS = ("work_date", "entry_kind", "source_system", "ledes_client_id", "client_source_id",
+               "law_firm_matter_id", "client_matter_id", "matter_source_id", "timekeeper_name",
+               "timekeeper_classification", "timekeeper_ledes_id", "timekeeper_source_id", "fee_basis", "currency",
+               "unit_of_measure", "utbms_task_code", "utbms_activity_code", "utbms_expense_code", "narrative", "rate",
+               "standard_rate", "hours_billed", "hours_worked", "quantity", "amount", "adjustment_amount", "billable",
+               "no_charge")
+
+
 class Evaluation(Base):
     """The decision log: which rule set revision judged which version of an entry, when, and the result."""
 

@@ -32,11 +32,13 @@ database never does arithmetic on them here.
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
 import datetime as dt
 import hashlib
 import heapq
 import json
+import operator
 import time
 import typing
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -46,19 +48,30 @@ from enum import Enum
 from typing import Any
 
 import orjson
-from sqlalchemy import Select, func, or_, select, true
+from sqlalchemy import Select, and_, case, exists, func, literal, or_, select, true, type_coerce
 from sqlalchemy.orm import Session
+from sqlalchemy.types import NullType
 
 from engine.errors import Invalid
 from engine.model import Entry
 from engine.rules import evaluate as engine_evaluate
 from engine.rules.compiler import compile_ruleset, scope_predicate
-from engine.rules.conditions import Node, explain, features_of
-from engine.rules.features import DERIVED_FUNCTIONS, ENTRY_FIELD_TYPES, EvaluationContext, Feature
+from engine.rules.conditions import Node, explain, features_of, leaves
+from engine.rules.features import DATE, DERIVED_FUNCTIONS, ENTRY_FIELD_TYPES, EvaluationContext, Feature, field_feature
 from engine.rules.ruleset import Rule, RuleSet
 from engine.rules.types import type_of
 from engine.rules.types.base import RuleType
-from engine.store.models import EntryRow, EntryState, Evaluation, RuleSetStatus, RuleSetVersion, ViolationRow
+from engine.store.models import (
+    FACT_FIELDS,
+    EntryFacts,
+    EntryRow,
+    EntryState,
+    Evaluation,
+    RuleSetStatus,
+    RuleSetVersion,
+    ViolationRow,
+)
+from engine.workflows.pushdown import ENTRY_COLUMNS, Translator
 from engine.workflows.rulesets import get, load_version
 
 CHUNK = 2000  # entries per chunk streamed and judged together
@@ -423,19 +436,54 @@ def _decimal(value: Any) -> Decimal:
 _CONVERTERS = {name: _converter(name) for name in ALL_FIELDS}
 
 
+class _Cached(dict[Any, Any]):
+    """Text to value, remembered (a history holds few distinct rates, hours and dates); values already typed
+    (PostgreSQL's) pass through."""
+
+    def __init__(self, convert: Callable[[Any], Any], kind: type) -> None:
+        super().__init__()
+        self.convert, self.kind = convert, kind
+
+    def __missing__(self, text: Any) -> Any:
+        value = text if isinstance(text, self.kind) else self.convert(text)
+        if len(self) < MEMO:
+            self[text] = value
+        return value
+
+
+_COLUMN_CONVERTERS: dict[Any, Any] = {
+    _decimal: _Cached(_decimal, Decimal).__getitem__,
+    dt.date.fromisoformat: _Cached(dt.date.fromisoformat, dt.date).__getitem__,
+}
+
+
 class _Reader:
     """Streams stored entries with some fields of their records, as light entries (the first row values are
-    the entry id, its uid, timekeeper key and work date columns)."""
+    the entry id, its uid, timekeeper key and work date columns, then ``extra``). With ``columns``, the fields
+    the entries table keeps as columns are read from them, the others from the record."""
 
-    def __init__(self, session: Session, fields: Iterable[str]) -> None:
+    def __init__(self, session: Session, fields: Iterable[str], extra: Sequence[Any] = (),
+                 columns: bool = False) -> None:
         self.session = session
-        self.fields = sorted(fields)
+        wanted = sorted(fields)
+        self.columns = [name for name in wanted if name in ENTRY_COLUMNS] if columns else []
+        self.fields = [name for name in wanted if name not in self.columns]
         self.postgres = session.get_bind().dialect.name == "postgresql"
+        # Columns are read as the driver gives them (no SQLAlchemy type processing): decimals as text on SQLite and
+        # Decimal on PostgreSQL, dates as text or dates, enumerations as their values.
+        self.column_plan = [(name, _COLUMN_CONVERTERS.get(_CONVERTERS[name][0], _CONVERTERS[name][0]),
+                             _CONVERTERS[name][1]) for name in self.columns]
         self.plan = [(name, *_CONVERTERS[name][:2]) for name in self.fields]
+        self.extra = list(extra)  # more columns after the four (row[4], ...)
+        self.offset = 4 + len(self.extra)
+        self.json_at = self.offset + len(self.columns)
 
     def select(self) -> Select[Any]:
         t = EntryRow.__table__
-        head = [t.c.id, t.c.entry_uid, t.c.timekeeper_key, t.c.work_date]
+        head = [t.c.id, t.c.entry_uid, t.c.timekeeper_key, t.c.work_date, *self.extra,
+                *[type_coerce(t.c[name], NullType()) for name in self.columns]]
+        if not self.fields:
+            return select(*head)
         if self.postgres:
             from sqlalchemy import column, types
 
@@ -445,31 +493,49 @@ class _Reader:
                 *[column(name, kinds[_CONVERTERS[name][2]]) for name in self.fields]).render_derived(
                 name="r", with_types=True)
             return select(*head, *[record.c[name] for name in self.fields]).select_from(t).join(record, true())
-        paths = [f"$.{name}" for name in self.fields] or ["$.source_system"]
+        paths = [f"$.{name}" for name in self.fields]
         if len(paths) == 1:
             paths.append(paths[0])  # two paths: json_extract answers a JSON array
         return select(*head, func.json_extract(t.c.record, *paths))
 
     def light(self, row: Sequence[Any]) -> _Light:
-        raw = row[4:] if self.postgres else orjson.loads(row[4])
         values = {"entry_id": row[0], "entry_uid": row[1]}
-        for (name, convert, default), value in zip(self.plan, raw, strict=False):
+        for (name, convert, default), value in zip(self.column_plan, row[self.offset:self.json_at], strict=True):
             if value is None:
                 values[name] = default
             elif convert is None:
                 values[name] = value
             else:
                 values[name] = convert(value)
+        if self.fields:
+            raw = row[self.json_at:] if self.postgres else orjson.loads(row[self.json_at])
+            for (name, convert, default), value in zip(self.plan, raw, strict=False):
+                if value is None:
+                    values[name] = default
+                elif convert is None:
+                    values[name] = value
+                else:
+                    values[name] = convert(value)
         light = _Light.__new__(_Light)
         light.__dict__ = values
         return light
 
 
-def _filters(window: Window, rulesets: Sequence[RuleSet]) -> list[Any]:
+def _facts_complete(session: Session, window: Window) -> bool:
+    """Whether every stored entry in the window has its ``entry_facts`` row, withdrawn as it is (the counts
+    agree)."""
+    f = EntryFacts.__table__
+    entries = session.scalar(select(func.count()).select_from(EntryRow.__table__).where(*_filters(window, [])))
+    facts = session.scalar(select(func.count()).select_from(f).where(*_filters(window, [], f)))
+    return bool(entries == facts)
+
+
+def _filters(window: Window, rulesets: Sequence[RuleSet], table: Any = None) -> list[Any]:
     """The WHERE terms: stored, not withdrawn, in the window, and possibly governed by one of ``rulesets``
-    (what can be told from columns: their clients and effective dates)."""
-    t = EntryRow.__table__
-    terms: list[Any] = [t.c.state != EntryState.WITHDRAWN.value]
+    (what can be told from columns: their clients and effective dates); over ``entries`` or ``entry_facts``."""
+    t = EntryRow.__table__ if table is None else table
+    terms: list[Any] = ([t.c.state != EntryState.WITHDRAWN.value] if table is None else
+                        [t.c.withdrawn.is_(False)])
     if window.start is not None:
         terms.append(t.c.work_date >= window.start)
     if window.end is not None:
@@ -527,6 +593,109 @@ def _entry_hits(rules: RuleSet, entries: Sequence[_Light], ctx: EvaluationContex
     return hits
 
 
+_FULL = object()  # a write-down that reads a field the backtest did not fetch: the record is read in full
+
+
+class _Judge:
+    """A side's changed per-entry rules judged entry by entry. Each rule remembers its answer (whether it fires,
+    and the evidence) by the values it reads: entries alike in those are judged once, and a work date the rule
+    compares only with constants counts by where it falls among them. The answer is worked out on a copy holding
+    only those values, so a rule that reads any other cannot share an answer it should not (its memory goes off).
+    Write-downs are proposed on each entry itself, from the remembered evidence."""
+
+    def __init__(self, rules: RuleSet, ctx: EvaluationContext, proposing: frozenset[str],
+                 scoped: bool = True) -> None:
+        """``scoped``: judge only the entries the rule set governs (False: the caller has chosen them)."""
+        self.rules, self.ctx, self.scoped = rules, ctx, scoped
+        self.each = []
+        for c in compile_ruleset(rules).rules:
+            fields = _feature_fields(c.features.values())
+            single = compile_ruleset(_subset(rules, [c.rule.id]))
+            memo: dict[tuple[Any, ...], Any] | None = {} if fields != ALL_FIELDS else None
+            cuts = _date_cuts([c.condition]) if "work_date" in fields else None
+            named = sorted(fields - {"work_date"} if cuts is not None else fields)
+            getter = operator.attrgetter(*named) if named else _nothing
+            self.each.append([c, single.check, sorted(fields), cuts, memo, c.rule.id in proposing, getter])
+
+    def judge(self, lights: Sequence[_Light]) -> list[tuple[int, str, Any]]:
+        """(position, rule id, write-down amount, None, or ``_FULL``) for each rule an entry breaks."""
+        out: list[tuple[int, str, Any]] = []
+        applies = self.rules.applies_to
+        for k, e in enumerate(_canonical_entries(lights, self.rules)):
+            if self.scoped and not applies(e):
+                continue
+            for each in self.each:
+                c, check, fields, cuts, memo, proposing, getter = each
+                if memo is None:
+                    evidence = self._answer(c, check, e)
+                else:
+                    key = getter(e) if cuts is None else (getter(e), _bucket(e.work_date, cuts))
+                    evidence = memo.get(key, _MISSING)
+                    if evidence is _MISSING:
+                        copy = _Light({name: e.__dict__[name] for name in fields if name in e.__dict__})
+                        try:
+                            evidence = self._answer(c, check, copy)
+                        except _Unloaded:
+                            each[4] = None  # this rule reads more than its features say: judge every entry
+                            evidence = self._answer(c, check, e)
+                        else:
+                            if len(memo) > MEMO:
+                                memo.clear()
+                            memo[key] = evidence
+                if evidence is None:
+                    continue
+                amount = None
+                if proposing:
+                    try:
+                        adjustment = type_of(c.rule).propose(c.rule, e, evidence)
+                        amount = adjustment.amount if adjustment is not None else None
+                    except _Unloaded:
+                        amount = _FULL
+                out.append((k, c.rule.id, amount))
+        return out
+
+    def _answer(self, c: Any, check: Any, e: Any) -> list[Any] | None:
+        """The rule's evidence on the entry, or None when it does not fire."""
+        if not check(e, self.ctx):
+            return None
+        values = {key: feature.compute(e, self.ctx) for key, feature in c.features.items()}
+        return explain(c.condition, values, e)
+
+
+_MISSING = object()
+
+
+def _nothing(_: Any) -> tuple[()]:
+    return ()
+
+
+def _date_cuts(conditions: Sequence[Node]) -> tuple[dt.date, ...] | None:
+    """The dates the conditions compare the work date with, when they compare it only with constants (else None:
+    the date itself is the key)."""
+    found: set[dt.date] = set()
+    for condition in conditions:
+        for leaf in leaves(condition):
+            feature = leaf.feature
+            reads = _feature_fields([feature])
+            if "work_date" not in reads:
+                continue
+            if feature.kind != "field" or feature.field != "work_date":
+                return None
+            if leaf.op in ("present", "missing"):
+                continue
+            values = leaf.value if leaf.op in ("in", "not_in") else (leaf.value,)
+            if not all(isinstance(v, dt.date) for v in values):
+                return None
+            found.update(values)
+    return tuple(sorted(found))
+
+
+def _bucket(day: Any, cuts: tuple[dt.date, ...] | None) -> Any:
+    if cuts is None or day is None:
+        return day
+    return bisect.bisect_left(cuts, day), bisect.bisect_right(cuts, day)
+
+
 class _Aggregates:
     """A side's aggregate rules over chunks of whole groups: their scope predicates are made once."""
 
@@ -569,6 +738,20 @@ class _Tally:
             else:
                 diff.no_longer_flagged += 1
             self._keep(rule_id, change, uid, entry_id)
+
+    def pairs(self, rule_id: str, count: int, before: bool, after: bool) -> None:
+        """``count`` entries alike (their examples offered one by one with :meth:`offer`)."""
+        diff = self.diffs[rule_id]
+        diff.flagged_before += count * before
+        diff.flagged_after += count * after
+        if before != after:
+            if after:
+                diff.newly_flagged += count
+            else:
+                diff.no_longer_flagged += count
+
+    def offer(self, rule_id: str, change: str, uid: str, entry_id: int) -> None:
+        self._keep(rule_id, change, uid, entry_id)
 
     def _keep(self, rule_id: str, change: str, uid: str, entry_id: int) -> None:
         if self.limit <= 0:
@@ -641,7 +824,11 @@ def backtest(session: Session, version_id: int, *, against: int | None = None, w
     counted = False
     if any(s.entry_rules is not None for s in sides):
         counted = True
-        unjudged = _entry_pass(session, result, tally, after, before, other, window, scopes, ctx, progress)
+        try:
+            unjudged = _grouped_pass(session, result, tally, after, before, other, window, scopes, ctx, examples,
+                                     progress)
+        except _NotGroupable:
+            unjudged = _entry_pass(session, result, tally, after, before, other, window, scopes, ctx, progress)
         for diff in diffs:
             if before is not None and diff.rule_id in before.reused and result.findings_reused:
                 diff.source = "both" if unjudged else "decision log"
@@ -662,14 +849,23 @@ def _count(session: Session, query: Select[Any]) -> int:
     return int(session.scalar(select(func.count()).select_from(query.subquery())) or 0)
 
 
-def _count_checked(session: Session, ruleset: RuleSet, window: Window) -> int:
-    """Entries in the window the rule set governs, reading only the fields its scope needs."""
-    reader = _Reader(session, APPLIES_FIELDS)
-    checked = 0
-    for rows in _stream(session, reader.select().where(*_filters(window, [ruleset])).order_by(EntryRow.id)):
-        checked += sum(1 for e in _canonical_entries([reader.light(r) for r in rows], ruleset)
-                       if ruleset.applies_to(e))
-    return checked
+def _count_checked(session: Session, ruleset: RuleSet, window: Window, table: Any = None) -> int:
+    """Entries in the window the rule set governs (``RuleSet.applies_to``: clients, matters and work dates,
+    all of them columns), counted by the database (in ``entries``, or ``entry_facts`` when given)."""
+    t = EntryRow.__table__ if table is None else table
+    terms = _filters(window, [], table)
+    if ruleset.clients:
+        clients = sorted(ruleset.clients)
+        terms.append(or_(t.c.ledes_client_id.in_(clients), t.c.client_source_id.in_(clients)))
+    if ruleset.matters:
+        matters = sorted(ruleset.matters)
+        terms.append(or_(t.c.law_firm_matter_id.in_(matters), t.c.client_matter_id.in_(matters),
+                         t.c.matter_source_id.in_(matters)))
+    if ruleset.effective_from is not None:
+        terms.append(t.c.work_date >= ruleset.effective_from)
+    if ruleset.effective_to is not None:
+        terms.append(t.c.work_date <= ruleset.effective_to)
+    return int(session.scalar(select(func.count()).select_from(t).where(*terms)) or 0)
 
 
 def _entry_pass(session: Session, result: Backtest, tally: _Tally, after: _Side, before: _Side | None,
@@ -684,53 +880,64 @@ def _entry_pass(session: Session, result: Backtest, tally: _Tally, after: _Side,
             fields |= _feature_fields(compile_ruleset(side.entry_rules).features.values())
             if side.proposing:
                 fields |= WRITE_DOWN_FIELDS
-    reader = _Reader(session, fields)
-    query = reader.select().where(*_filters(window, scopes)).order_by(EntryRow.id)
-    total = _count(session, query) if progress is not None else 0
     log = None
+    judged_column = None
     if before is not None and before.entry_rules is not None and before.reused:
+        assert other is not None
         log = _DecisionLog(session, other, before, window)
+        judged_column = _judged(other)
+    reader = _Reader(session, fields, [judged_column] if judged_column is not None else [], columns=True)
+    query = reader.select().where(*_filters(window, scopes))
+    keep = _candidates(session, after, before, other if log is not None else None)
+    if keep is not None:
+        query = query.where(keep)
+    query = query.order_by(EntryRow.id)
+    total = _count(session, query) if progress is not None else 0
+    result.entries_checked = _count_checked(session, after.ruleset, window)
     done = unjudged_count = 0
+    mine = _Judge(after.entry_rules, ctx, after.proposing) if after.entry_rules is not None else None
+    theirs = fresh = None
+    if before is not None and before.entry_rules is not None:
+        theirs = _Judge(before.entry_rules, ctx, before.proposing)
+        if before.fresh_rules is not None:
+            fresh = _Judge(before.fresh_rules, ctx, before.proposing)
     try:
         for rows in _stream(session, query):
             lights = [reader.light(row) for row in rows]
             result.entries_read += len(lights)
-            result.entries_checked += sum(1 for e in _canonical_entries(lights, after.ruleset)
-                                          if after.ruleset.applies_to(e))
             new: dict[int, set[str]] = {}
-            if after.entry_rules is not None:
-                _add(new, _entry_hits(after.entry_rules, lights, ctx))
+            found_new = mine.judge(lights) if mine is not None else []
+            _add(new, ((k, rule_id) for k, rule_id, _ in found_new))
             old: dict[int, set[str]] = {}  # the compared version's findings, however had
-            evaluated: dict[int, set[str]] = {}  # those of them evaluated here
+            found_old: list[tuple[int, str, Any]] = []  # those of them evaluated here, with their write-downs
             stored: list[tuple[int, str, Decimal | None]] = []  # those read from the log, with their write-downs
-            if before is not None and before.entry_rules is not None:
+            if theirs is not None:
                 if log is None:
-                    _add(evaluated, _entry_hits(before.entry_rules, lights, ctx))
+                    found_old = theirs.judge(lights)
                 else:
-                    judged_ids, findings = log.upto(lights[-1].entry_id)
-                    judged = [k for k, e in enumerate(lights) if e.entry_id in judged_ids]
-                    unjudged = [k for k, e in enumerate(lights) if e.entry_id not in judged_ids]
+                    findings = log.upto(lights[-1].entry_id)
+                    judged = [k for k, row in enumerate(rows) if row[4]]
+                    unjudged = [k for k, row in enumerate(rows) if not row[4]]
                     result.findings_reused += len(judged)
                     unjudged_count += len(unjudged)
                     for k in judged:
                         stored.extend((k, rule_id, amount) for rule_id, amount in findings.get(lights[k].entry_id, ()))
-                    if before.fresh_rules is not None and judged:
-                        _add(evaluated, ((judged[j], rule_id) for j, rule_id in
-                                         _entry_hits(before.fresh_rules, [lights[k] for k in judged], ctx)))
+                    if fresh is not None and judged:
+                        found_old += [(judged[j], rule_id, amount) for j, rule_id, amount in
+                                      fresh.judge([lights[k] for k in judged])]
                     if unjudged:
-                        _add(evaluated, ((unjudged[j], rule_id) for j, rule_id in
-                                         _entry_hits(before.entry_rules, [lights[k] for k in unjudged], ctx)))
-                for k, rules in evaluated.items():
-                    old.setdefault(k, set()).update(rules)
+                        found_old += [(unjudged[j], rule_id, amount) for j, rule_id, amount in
+                                      theirs.judge([lights[k] for k in unjudged])]
+                _add(old, ((k, rule_id) for k, rule_id, _ in found_old))
                 for k, rule_id, _ in stored:
                     old.setdefault(k, set()).add(rule_id)
             for k in sorted(new.keys() | old.keys()):
-                e, mine, theirs = lights[k], new.get(k, set()), old.get(k, set())
-                for rule_id in sorted(mine | theirs):
-                    tally.pair(rule_id, e.entry_id, e.entry_uid, rule_id in theirs, rule_id in mine)
-            _write_downs(session, result, tally, after, lights, new, ctx, before=False)
+                e, ours, their = lights[k], new.get(k, set()), old.get(k, set())
+                for rule_id in sorted(ours | their):
+                    tally.pair(rule_id, e.entry_id, e.entry_uid, rule_id in their, rule_id in ours)
+            _add_write_downs(session, result, tally, after, lights, found_new, ctx, before=False)
             if before is not None:
-                _write_downs(session, result, tally, before, lights, evaluated, ctx, before=True)
+                _add_write_downs(session, result, tally, before, lights, found_old, ctx, before=True)
                 for k, rule_id, amount in stored:
                     if amount is not None:
                         tally.write_down(rule_id, True, lights[k].currency, amount)
@@ -741,6 +948,20 @@ def _entry_pass(session: Session, result: Backtest, tally: _Tally, after: _Side,
         if log is not None:
             log.close()
     return unjudged_count
+
+
+def _add_write_downs(session: Session, result: Backtest, tally: _Tally, side: _Side, lights: Sequence[_Light],
+                     found: list[tuple[int, str, Any]], ctx: EvaluationContext, *, before: bool) -> None:
+    """Add up the write-downs the judge proposed; those it could not work out from the fields read are worked
+    out from the records in full (:func:`_write_downs`)."""
+    full: dict[int, set[str]] = {}
+    for k, rule_id, amount in found:
+        if amount is _FULL:
+            full.setdefault(k, set()).add(rule_id)
+        elif amount is not None:
+            tally.write_down(rule_id, before, lights[k].currency, amount)
+    if full:
+        _write_downs(session, result, tally, side, lights, full, ctx, before=before)
 
 
 def _add(found: dict[int, set[str]], hits: Iterable[tuple[int, str]]) -> None:
@@ -766,6 +987,7 @@ def _write_downs(session: Session, result: Backtest, tally: _Tally, side: _Side,
     memo = tally.evidence
     if len(memo) > MEMO:
         memo.clear()
+    keys = {rule_id: _memo_keys(c) for rule_id, c in compiled.items()}
     for j, k in enumerate(positions):
         e = mapped[j]
         try:
@@ -773,9 +995,12 @@ def _write_downs(session: Session, result: Backtest, tally: _Tally, side: _Side,
             for rule_id in sorted(wanted[k]):
                 c = compiled[rule_id]
                 values = tuple(feature.compute(e, ctx) for feature in c.features.values())
-                # The evidence depends on the feature values, and on the text of a match or a member's field.
+                # The evidence depends on the feature values (a date only on where it falls among the dates the
+                # rule compares it with), and on the text of a match or a member's field.
                 texts = tuple(getattr(e, f.field) for f in c.features.values() if f.kind in ("match", "member"))
-                key = (side.name, rule_id, values, texts)
+                key = (side.name, rule_id, tuple(v if cut is None or v is None else
+                                                 (bisect.bisect_left(cut, v), bisect.bisect_right(cut, v))
+                                                 for v, cut in zip(values, keys[rule_id], strict=True)), texts)
                 evidence = memo.get(key)
                 if evidence is None:
                     evidence = memo[key] = explain(c.condition, dict(zip(c.features, values, strict=True)), e)
@@ -804,42 +1029,105 @@ def _write_downs(session: Session, result: Backtest, tally: _Tally, side: _Side,
             tally.write_down(rule_id, before, entries[j].currency, amount)
 
 
+def _memo_keys(compiled: Any) -> list[tuple[Any, ...] | None]:
+    """For each feature a rule reads: the sorted constants a date is compared with, when the rule compares it with
+    constants only (two dates between the same constants give the same evidence but for the date itself, which
+    no write-down reads), else None (the value itself is the key)."""
+    constants: dict[str, set[Any]] = {}
+    unfit: set[str] = set()
+    for leaf in leaves(compiled.condition):
+        feature = leaf.feature
+        if feature.kind == "versus":
+            unfit.update({feature.key, field_feature(feature.field).key, field_feature(feature.arg.field).key})
+            continue
+        if feature.type != DATE or feature.kind not in ("field", "derived"):
+            continue
+        if leaf.op in ("present", "missing"):
+            continue
+        values = leaf.value if leaf.op in ("in", "not_in") else (leaf.value,)
+        if not all(isinstance(v, dt.date) for v in values):
+            unfit.add(feature.key)
+            continue
+        constants.setdefault(feature.key, set()).update(values)
+    return [tuple(sorted(constants[key])) if key in constants and key not in unfit else None
+            for key in compiled.features]
+
+
 class _DecisionLog:
     """The compared version's stored judgements, read alongside the entries (both in entry id order): which
     entries it judged as they are now (a current evaluation), and their findings of the reused rules."""
 
     def __init__(self, session: Session, version: RuleSetVersion | None, side: _Side, window: Window) -> None:
         assert version is not None
-        ev, v = Evaluation.__table__, ViolationRow.__table__
+        v = ViolationRow.__table__
         scope = _window_ids(window)
-        judged = select(ev.c.entry_id).where(ev.c.ruleset_version_id == version.id, ev.c.current.is_(True))
-        stored = select(v.c.entry_id, v.c.rule_id, v.c.adjustment).where(
-            v.c.current.is_(True), v.c.ruleset_id == version.ruleset_id, v.c.ruleset_revision == version.revision,
-            v.c.rule_id.in_(sorted(side.reused)))
+        stored = _stored(version, side.reused)
         if scope is not None:
-            judged, stored = judged.where(ev.c.entry_id.in_(scope)), stored.where(v.c.entry_id.in_(scope))
-        self._judged = _rows(session, judged.order_by(ev.c.entry_id))
+            stored = stored.where(v.c.entry_id.in_(scope))
         self._stored = _rows(session, stored.order_by(v.c.entry_id, v.c.rule_id))
-        self._next_judged: Any = next(self._judged, None)
         self._next_stored: Any = next(self._stored, None)
 
-    def upto(self, last_id: int) -> tuple[set[int], dict[int, list[tuple[str, Decimal | None]]]]:
-        """The judged entry ids up to ``last_id`` and their stored findings (rule, write-down amount)."""
-        judged: set[int] = set()
-        while self._next_judged is not None and self._next_judged[0] <= last_id:
-            judged.add(self._next_judged[0])
-            self._next_judged = next(self._judged, None)
+    def upto(self, last_id: int) -> dict[int, list[tuple[str, Decimal | None]]]:
+        """The stored findings (rule, write-down amount) of the entries up to ``last_id``. Which entries the
+        version judged is a column of the entries read (:func:`_judged`)."""
         stored: dict[int, list[tuple[str, Decimal | None]]] = {}
         while self._next_stored is not None and self._next_stored[0] <= last_id:
             entry_id, rule_id, adjustment = self._next_stored
             amount = Decimal(adjustment["amount"]) if adjustment and adjustment.get("amount") is not None else None
             stored.setdefault(entry_id, []).append((rule_id, amount))
             self._next_stored = next(self._stored, None)
-        return judged, stored
+        return stored
 
     def close(self) -> None:
-        for rows in (self._judged, self._stored):
-            rows.close()  # type: ignore[attr-defined]
+        self._stored.close()  # type: ignore[attr-defined]
+
+
+def _stored(version: RuleSetVersion, rule_ids: Iterable[str]) -> Select[Any]:
+    """The version's current findings of some rules, with their write-downs."""
+    v = ViolationRow.__table__
+    return select(v.c.entry_id, v.c.rule_id, v.c.adjustment).where(
+        v.c.current.is_(True), v.c.ruleset_id == version.ruleset_id, v.c.ruleset_revision == version.revision,
+        v.c.rule_id.in_(sorted(rule_ids)))
+
+
+def _judged(version: RuleSetVersion) -> Any:
+    """Per entry: whether its current evaluation by ``version`` exists (the decision log judged it as it is)."""
+    ev, t = Evaluation.__table__, EntryRow.__table__
+    return exists().where(ev.c.entry_id == t.c.id, ev.c.ruleset_version_id == version.id,
+                          ev.c.current.is_(True)).correlate(t).label("judged")
+
+
+def _candidates(session: Session, after: _Side, before: _Side | None,
+                logged: RuleSetVersion | None) -> Any:
+    """A SQL filter keeping every entry a changed per-entry rule of either side may flag (None: every entry).
+    The draft's rules, and the compared version's when they are evaluated, go through the pushdown translation;
+    with the decision log, the compared side keeps the entries it has a stored finding of, those it never
+    judged, and those its context-dependent rules may flag."""
+    terms: list[Any] = []
+    for side, rules in ((after, after.entry_rules), (before, before.entry_rules if before else None)):
+        if side is None or rules is None:
+            continue
+        if side is before and logged is not None:
+            t, v = EntryRow.__table__, ViolationRow.__table__
+            stored = _stored(logged, side.reused).where(v.c.entry_id == t.c.id)
+            terms.append(exists(stored.with_only_columns(v.c.entry_id).correlate(t)))
+            terms.append(~_judged(logged).element)
+            rules = side.fresh_rules
+            if rules is None:
+                continue
+        term = _maybe(session, rules)
+        if term is None:
+            return None
+        terms.append(term)
+    return or_(*terms) if terms else None
+
+
+def _maybe(session: Session, rules: RuleSet, facts: bool = False) -> Any:
+    """Entries any per-entry rule of ``rules`` may flag, as far as SQL can tell (None: any entry), over
+    ``entries`` or ``entry_facts``."""
+    aliased = frozenset({"timekeeper_classification"}) if getattr(rules, "classifications", None) else frozenset()
+    translator = Translator(session.get_bind().dialect.name, unreadable=aliased, facts=facts)
+    return translator.any_maybe([c.condition for c in compile_ruleset(rules).rules])
 
 
 def _rows(session: Session, query: Select[Any]) -> Iterator[Any]:
@@ -986,6 +1274,195 @@ def _day_entries(session: Session, entry_id: int, window: Window) -> list[Entry]
 def _window_entries(session: Session, window: Window) -> list[Entry]:
     rows = session.execute(select(EntryRow.record).where(*_filters(window, [])).order_by(EntryRow.id))
     return [Entry.model_validate(record) for (record,) in rows]
+
+
+# Per-entry rules by groups of alike entries ----------------------------------------------------------------------
+
+class _NotGroupable(Exception):
+    """The grouped pass cannot judge these rules (a field they read is not a column, or rows lack the columns)."""
+
+
+def _grouped_fields(rule: Rule | None, ruleset: RuleSet | None, proposing: bool) -> frozenset[str]:
+    if rule is None or ruleset is None:
+        return frozenset()
+    compiled = compile_ruleset(_subset(ruleset, [rule.id]))
+    fields = set(_feature_fields(compiled.features.values()))
+    if proposing:
+        fields |= WRITE_DOWN_FIELDS
+    if ruleset.classifications:
+        fields.add("timekeeper_classification")  # a firm's title the rule set maps is judged as its code
+    if not fields <= set(FACT_FIELDS):
+        raise _NotGroupable(rule.id)
+    return frozenset(fields)
+
+
+def _governed(ruleset: RuleSet, t: Any) -> Any:
+    """``RuleSet.applies_to`` in SQL (clients, matters and work dates are columns)."""
+    terms: list[Any] = []
+    if ruleset.clients:
+        clients = sorted(ruleset.clients)
+        terms.append(or_(t.c.ledes_client_id.in_(clients), t.c.client_source_id.in_(clients)))
+    if ruleset.matters:
+        matters = sorted(ruleset.matters)
+        terms.append(or_(t.c.law_firm_matter_id.in_(matters), t.c.client_matter_id.in_(matters),
+                         t.c.matter_source_id.in_(matters)))
+    if ruleset.effective_from is not None:
+        terms.append(t.c.work_date >= ruleset.effective_from)
+    if ruleset.effective_to is not None:
+        terms.append(t.c.work_date <= ruleset.effective_to)
+    return and_(*terms) if terms else true()
+
+
+def _flag(session: Session, term: Any) -> Any:
+    """A predicate as a value to select and group by (0 or 1 on both databases)."""
+    return case((term, 1), else_=0)
+
+
+def _grouped_pass(session: Session, result: Backtest, tally: _Tally, after: _Side, before: _Side | None,
+                  other: RuleSetVersion | None, window: Window, scopes: list[RuleSet], ctx: EvaluationContext,
+                  examples: int, progress: Progress | None) -> int:
+    """The changed per-entry rules, one at a time, over groups of alike entries: the database keeps the entries
+    the rule may flag on either side (the pushdown filters, the stored findings, the entries never judged) and
+    groups them by the values the rule reads (a work date by where it falls among the dates the rule names),
+    whether each version's scope governs them, and what the decision log holds of them; each group is judged once
+    in Python with the engine's own code, and counts for all its entries. The smallest entry uids of each group
+    come along for the examples. Raises :class:`_NotGroupable` before changing anything when it cannot."""
+    if not _facts_complete(session, window):
+        raise _NotGroupable("entries without their facts")
+    rule_ids = sorted({r for s in (after, before) if s is not None and s.entry_rules is not None
+                       for r in (c.rule.id for c in compile_ruleset(s.entry_rules).rules)})
+    plans = []
+    for rule_id in rule_ids:
+        mine = _rule_of(after.entry_rules, rule_id)
+        theirs = _rule_of(before.entry_rules, rule_id) if before is not None else None
+        fields = (_grouped_fields(mine, after.ruleset, rule_id in after.proposing)
+                  | _grouped_fields(theirs, before.ruleset if before else None,
+                                    before is not None and rule_id in before.proposing))
+        plans.append((rule_id, mine, theirs, fields))
+    t, v = EntryFacts.__table__, ViolationRow.__table__
+    result.entries_checked = _count_checked(session, after.ruleset, window, t)
+    logged = before is not None and before.entry_rules is not None and bool(before.reused) and other is not None
+    unjudged_total = 0
+    if logged:
+        # Of the entries in the window, those the compared version judged as they are (their findings come from
+        # the log) and those it did not (evaluated).
+        assert other is not None
+        ev = Evaluation.__table__
+        judged = t.c.entry_id.in_(select(ev.c.entry_id).where(ev.c.ruleset_version_id == other.id,
+                                                              ev.c.current.is_(True)))
+        counts = session.execute(select(func.count(), func.count(case((judged, 1)))).select_from(t)
+                                 .where(*_filters(window, scopes, t))).one()
+        result.findings_reused, unjudged_total = int(counts[1]), int(counts[0]) - int(counts[1])
+    for step, (rule_id, mine, theirs, fields) in enumerate(plans):
+        conditions = [c for c in (_condition(after.ruleset, mine), _condition(before.ruleset if before else None,
+                                                                                   theirs)) if c is not None]
+        cuts = _date_cuts(conditions) if "work_date" in fields else None
+        named = sorted(fields - {"work_date"} if cuts is not None else fields)
+        columns = [type_coerce(t.c[name], NullType()).label(f"f_{name}") for name in named]
+        if cuts is not None:
+            columns.append(sum((_flag(session, t.c.work_date > c) + _flag(session, t.c.work_date >= c)
+                                for c in cuts), literal(0)).label("f_bucket"))
+        gov_a = _flag(session, _governed(after.ruleset, t)).label("gov_a")
+        gov_b = (_flag(session, _governed(before.ruleset, t)) if before is not None else literal(0)).label("gov_b")
+        stored_mode = logged and theirs is not None and rule_id in before.reused  # type: ignore[union-attr]
+        flags = [gov_a, gov_b]
+        keep: list[Any] = []
+        source: Any = t
+        if mine is not None:
+            keep.append(_or_true(_maybe(session, _subset(after.ruleset, [rule_id]), facts=True)))
+        if theirs is not None and before is not None:
+            maybe_b = _or_true(_maybe(session, _subset(before.ruleset, [rule_id]), facts=True))
+            if stored_mode:
+                # The version's stored findings of the rule joined on (one per entry), the entries it judged as a
+                # set: each read once, not looked up row by row.
+                assert other is not None
+                amount = (v.c.adjustment.op("->>")(literal("amount")) if session.get_bind().dialect.name ==
+                          "postgresql" else func.json_extract(v.c.adjustment, "$.amount"))
+                found = _stored(other, [rule_id]).with_only_columns(v.c.entry_id, amount.label("amount")).subquery()
+                ev = Evaluation.__table__
+                judged = t.c.entry_id.in_(select(ev.c.entry_id).where(ev.c.ruleset_version_id == other.id,
+                                                                  ev.c.current.is_(True)))
+                source = t.outerjoin(found, found.c.entry_id == t.c.entry_id)
+                flags += [_flag(session, judged).label("judged"),
+                          _flag(session, found.c.entry_id.isnot(None)).label("stored"),
+                          found.c.amount.label("stored_amount")]
+                keep += [found.c.entry_id.isnot(None), and_(~judged, maybe_b)]
+            else:
+                keep.append(maybe_b)
+        inner = (select(*columns, *flags, t.c.entry_id.label("entry_id"), t.c.entry_uid.label("entry_uid"),
+                        type_coerce(t.c.work_date, NullType()).label("day"))
+                 .select_from(source).where(*_filters(window, scopes, t), or_(*keep)).subquery())
+        group = [inner.c[c.name] for c in (*columns, *flags)]
+        ranked = select(inner, func.row_number().over(partition_by=group, order_by=inner.c.entry_uid).label("rn"),
+                        func.count().over(partition_by=group).label("n")).subquery()
+        query = (select(ranked).where(ranked.c.rn <= max(examples, 1))
+                 .order_by(*[ranked.c[c.name] for c in (*columns, *flags)], ranked.c.rn))
+        judge_a = _Judge(_subset(after.ruleset, [rule_id]), ctx, after.proposing, scoped=False) if mine else None
+        judge_b = (_Judge(_subset(before.ruleset, [rule_id]), ctx, before.proposing, scoped=False)
+                   if theirs is not None and before is not None else None)
+        convert = [(name, _COLUMN_CONVERTERS.get(_CONVERTERS[name][0], _CONVERTERS[name][0]), _CONVERTERS[name][1])
+                   for name in named]
+        day = _COLUMN_CONVERTERS[dt.date.fromisoformat]
+        for rows in _stream(session, query):
+            for row in rows:
+                m = row._mapping
+                n = m["n"]
+                if m["rn"] == 1:
+                    values: dict[str, Any] = {"entry_id": m["entry_id"], "entry_uid": m["entry_uid"]}
+                    for name, fn, default in convert:
+                        raw = m[f"f_{name}"]
+                        values[name] = default if raw is None else fn(raw) if fn is not None else raw
+                    if cuts is not None:
+                        values["work_date"] = day(m["day"])
+                    e = _Light(values)
+                    a_hit, a_amount = _one(judge_a, e) if judge_a is not None and m["gov_a"] else (False, None)
+                    if stored_mode and m["judged"]:
+                        b_hit = bool(m["stored"])
+                        raw_amount = m["stored_amount"]
+                        b_amount = Decimal(raw_amount) if b_hit and raw_amount is not None else None
+                    else:
+                        b_hit, b_amount = (_one(judge_b, e) if judge_b is not None and m["gov_b"]
+                                           else (False, None))
+                    result.entries_read += n
+                    tally.pairs(rule_id, n, b_hit, a_hit)
+                    currency = e.__dict__.get("currency")
+                    if a_hit and a_amount is not None:
+                        tally.write_down(rule_id, False, currency, a_amount * n)
+                    if b_hit and b_amount is not None:
+                        tally.write_down(rule_id, True, currency, b_amount * n)
+                    current = (a_hit, b_hit)
+                if current[0] != current[1]:
+                    tally.offer(rule_id, NEWLY if current[0] else NO_LONGER, m["entry_uid"], m["entry_id"])
+        if progress is not None:
+            progress("per-entry rules", step + 1, len(plans))
+    return unjudged_total
+
+
+def _or_true(term: Any) -> Any:
+    return true() if term is None else term
+
+
+def _rule_of(rules: RuleSet | None, rule_id: str) -> Rule | None:
+    if rules is None:
+        return None
+    return next((r for r in rules.rules if r.id == rule_id), None)
+
+
+def _condition(ruleset: RuleSet | None, rule: Rule | None) -> Node | None:
+    if ruleset is None or rule is None:
+        return None
+    return compile_ruleset(_subset(ruleset, [rule.id])).rules[0].condition
+
+
+def _one(judge: _Judge, e: _Light) -> tuple[bool, Decimal | None]:
+    """Whether the judge's one rule flags the entry, and the write-down it proposes."""
+    found = judge.judge([e])
+    if not found:
+        return False, None
+    _, _, amount = found[0]
+    if amount is _FULL:
+        raise RuntimeError(f"backtest: the write-down of {found[0][1]} reads a field that is not a column")
+    return True, amount
 
 
 __all__ = ["Backtest", "BacktestError", "Example", "RuleDiff", "Window", "backtest", "differences", "summary"]

@@ -57,7 +57,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.engine import Dialect
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, object_session
 from sqlalchemy.types import TypeDecorator
 
 from engine.entry_io import entry_record
@@ -69,6 +69,8 @@ from engine.rules.ruleset import RuleSet
 from engine.rules.types import REGISTRY
 from engine.rules.types.staffing import BudgetRule, Carried, budget_matters, charged
 from engine.store.models import (
+    FACT_FIELDS,
+    EntryFacts,
     EntryRow,
     EntryState,
     Evaluation,
@@ -281,6 +283,22 @@ def _columns(entry: Entry, record: dict[str, Any], version: str) -> dict[str, An
     }
 
 
+def facts(entry: Entry, entry_id: int, state: str) -> dict[str, Any]:
+    """The entry's row of ``entry_facts`` (what rules compare most, as the record has it)."""
+    values: dict[str, Any] = {"entry_id": entry_id, "entry_uid": entry.entry_uid,
+                              "withdrawn": state == EntryState.WITHDRAWN}
+    for name in FACT_FIELDS:
+        value = getattr(entry, name)
+        values[name] = value.value if isinstance(value, Enum) else value
+    return values
+
+
+def write_facts(session: Session, rows: list[dict[str, Any]], *, new: bool) -> None:
+    """Insert the facts of new entries, or update those of changed ones (by entry id)."""
+    if rows:
+        session.execute(insert(_FACTS) if new else update(EntryFacts), rows)
+
+
 def _context_columns(ctx: EvaluationContext) -> dict[str, Any]:
     return {"as_of": ctx.as_of, "period_start": ctx.period_start, "period_end": ctx.period_end}
 
@@ -298,6 +316,7 @@ def replace_record(row: EntryRow, record: dict[str, Any]) -> None:
     entry = Entry.model_validate(record)
     for key, value in _columns(entry, record, source_version(entry, record)).items():
         setattr(row, key, value)
+    write_facts(object_session(row), [facts(entry, row.id, row.state)], new=False)  # type: ignore[arg-type]
 
 
 def ingest(
@@ -420,6 +439,7 @@ def ingest(
             pending.record = None  # not needed any more
         for pending, entry_id in zip(chunk, write.insert(_ENTRIES, rows), strict=True):
             pending.id = entry_id
+        write_facts(session, [facts(p.entry, p.id, p.state) for p in chunk], new=True)  # type: ignore[arg-type]
     updates = list(updated.values())
     for start in range(0, len(updates), WRITE_CHUNK):
         rows = []
@@ -431,6 +451,8 @@ def ingest(
                            **_context_columns(pending.context or ctx))
             rows.append(columns)
         session.execute(update(EntryRow), rows)  # by primary key; synchronises rows loaded in the session
+        write_facts(session, [facts(p.entry, p.id, p.state) for p in updates[start:start + WRITE_CHUNK]],  # type: ignore[arg-type]
+                    new=False)
     conflicts = [{"id": p.id, "pending_record": p.record, "state": p.state, "version": p.version, "updated_at": now}
                  for p in touched if p.action == "conflict"]
     for start in range(0, len(conflicts), WRITE_CHUNK):
@@ -655,6 +677,7 @@ _ENTRIES: Table = EntryRow.__table__  # type: ignore[assignment]
 _EVALUATIONS: Table = Evaluation.__table__  # type: ignore[assignment]
 _VIOLATIONS: Table = ViolationRow.__table__  # type: ignore[assignment]
 _ACTIONS: Table = ReviewAction.__table__  # type: ignore[assignment]
+_FACTS: Table = EntryFacts.__table__  # type: ignore[assignment]
 _INSERT_EVALUATIONS = insert(_EVALUATIONS).values(_as_is(timestamps=["evaluated_at"]))
 _INSERTS = {  # _Writer.insert: the plain statement, and one returning (key, id) for matching the rows
     _ENTRIES: (insert(_ENTRIES).values(_as_is(["record"], ["created_at", "updated_at"])), "entry_uid"),

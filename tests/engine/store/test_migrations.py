@@ -17,7 +17,7 @@ def test_the_migrations_reach_the_newest_revision(empty_db_url: str) -> None:
     assert current_revision(db_url) is None
     upgrade(db_url)
     head = ScriptDirectory.from_config(alembic_config(db_url)).get_current_head()
-    assert current_revision(db_url) == head == "0007"
+    assert current_revision(db_url) == head == "0008"
     engine = make_engine(db_url)
     with engine.connect() as connection:  # the migrations build exactly what the models describe
         assert compare_metadata(MigrationContext.configure(connection), Base.metadata) == []

@@ -1,7 +1,8 @@
-"""The entry's columns each violation keeps for the findings report (``ViolationRow.entry_*``) stay equal to the
-entry's after an ingest, a new source version (with a new date, matter and source client id), a reviewer's adjust, a
-neighbour judged again by the daily cap, and a withdrawal, as does the adjustment's amount each keeps beside its
-JSON; and the report over them counts what is stored."""
+"""The entry's columns each violation keeps for the findings report (``ViolationRow.entry_*``), and each entry's
+``entry_facts`` row (what backtests read), stay equal to the entry's after an ingest, a new source version (with a
+new date, matter and source client id), a reviewer's adjust, a neighbour judged again by the daily cap, and a
+withdrawal, as does the adjustment's amount each keeps beside its JSON; and the report over them counts what is
+stored."""
 
 from __future__ import annotations
 
@@ -12,10 +13,11 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
+from engine.model import Entry
 from engine.store.db import transaction
-from engine.store.models import EntryRow, EntryState, RuleSetStatus, ViolationRow
+from engine.store.models import EntryFacts, EntryRow, EntryState, RuleSetStatus, ViolationRow
 from engine.workflows import reports, review
-from engine.workflows.intake import ingest
+from engine.workflows.intake import facts, ingest
 from engine.workflows.rulesets import add_ruleset_version
 from tests.conftest import CTX, REPO, entry
 
@@ -55,6 +57,21 @@ def check(sessions: sessionmaker[Session]) -> dict[str, set[str]]:
     return found
 
 
+def check_facts(sessions: sessionmaker[Session]) -> int:
+    """Every stored entry has its ``entry_facts`` row, equal to what its record and state give (the backtest's
+    database reads these instead of the records). The number of entries."""
+    with sessions() as session:
+        rows = {row.id: row for row in session.scalars(select(EntryRow))}
+        stored = {f.entry_id: f for f in session.scalars(select(EntryFacts))}
+        assert set(stored) == set(rows)
+        for entry_id, row in rows.items():
+            wanted = facts(Entry.model_validate(row.record), entry_id, row.state)
+            got = {name: getattr(stored[entry_id], name) for name in wanted}
+            assert got == wanted, (row.source_id, {k: (got[k], v) for k, v in wanted.items() if got[k] != v})
+            assert all(not isinstance(v, float) for v in got.values())
+    return len(rows)
+
+
 def report_counts(sessions: sessionmaker[Session]) -> tuple[int, int, dict[str | None, int]]:
     with sessions() as session, session.begin():
         report = reports.findings_report(session, start=dt.date(2026, 3, 1), end=dt.date(2026, 3, 31))
@@ -72,6 +89,7 @@ def test_the_report_columns_follow_the_entry(sessions: sessionmaker[Session]) ->
             entry("4", timekeeper_source_id="user-day", hours_worked="6.0", hours_billed="6.0"),
         ], context=CTX)
     found = check(sessions)
+    assert check_facts(sessions) > 0
     assert found["1"] == {"ACME-RATE-001"} and "ACME-RATE-001" in found["3"] and found["2"]
     with sessions() as session:
         three = session.scalar(select(ViolationRow).join(EntryRow, EntryRow.id == ViolationRow.entry_id)
@@ -86,6 +104,7 @@ def test_the_report_columns_follow_the_entry(sessions: sessionmaker[Session]) ->
                          entry("5", timekeeper_source_id="user-day", hours_worked="5.0", hours_billed="5.0")],
                context=CTX)
     found = check(sessions)
+    assert check_facts(sessions) > 0
     assert "ACME-RATE-001" in found["1"]
     assert "4" in found and "5" in found  # the day's cap flags both: "4" was judged again as a neighbour
     with sessions() as session:
@@ -101,6 +120,7 @@ def test_the_report_columns_follow_the_entry(sessions: sessionmaker[Session]) ->
         review.adjust(session, two.id, expected_version=two.version, actor="rita", reason="over the cap too",
                       changes={"rate": "990.00"})
     found = check(sessions)
+    assert check_facts(sessions) > 0
     assert "ACME-RATE-001" in found["2"]
     with sessions() as session:
         proposed = [v.adjustment_amount for v in session.scalars(select(ViolationRow).where(
@@ -112,6 +132,7 @@ def test_the_report_columns_follow_the_entry(sessions: sessionmaker[Session]) ->
         ingest(session, [entry("3", rate="990.00", timekeeper_name=None, client_source_id="acme-src",
                                status="deleted", source_version='"v2"')], context=CTX)
     found = check(sessions)
+    assert check_facts(sessions) > 0
     assert "3" not in found
     after = report_counts(sessions)
     assert after[1] == before[1] - 1 and after[0] < before[0]
@@ -146,7 +167,8 @@ def test_migration_0007_fills_the_columns_of_stored_findings(db_url: str, sessio
     command.downgrade(alembic_config(db_url), "0006")
     assert current_revision(db_url) == "0006"
     upgrade(db_url)
-    assert current_revision(db_url) == "0007"
+    assert current_revision(db_url) == "0008"
+    assert check_facts(sessions) == 3  # migration 0008 copies every entry's facts, as intake writes them
     filled = stored()
     # A current finding gets back exactly what intake wrote; a superseded one gets its entry's present values
     # (what the entry was when it was recorded is not kept; the report reads current findings only).
