@@ -371,10 +371,13 @@ class EntryFacts(Base):
     backtest read the entries themselves."""
 
     __tablename__ = "entry_facts"
+    # A timekeeper's days in order (the daily aggregates read them so).
+    __table_args__ = (Index("ix_entry_facts_timekeeper_day", "timekeeper_key", "work_date", "entry_id"),)
 
     entry_id: Mapped[int] = mapped_column(ForeignKey("entries.id", ondelete="CASCADE"), primary_key=True)
     entry_uid: Mapped[str] = mapped_column(String(400))
     withdrawn: Mapped[bool] = mapped_column(Boolean, default=False)
+    timekeeper_key: Mapped[str | None] = mapped_column(Text)  # as entries.timekeeper_key
     work_date: Mapped[dt.date] = mapped_column(Date)
     entry_kind: Mapped[str] = mapped_column(String(10))
     source_system: Mapped[str | None] = mapped_column(Text)
@@ -405,7 +408,7 @@ class EntryFacts(Base):
     no_charge: Mapped[bool | None] = mapped_column(Boolean)
 
 
-# The entry fields ``entry_facts`` keeps (every column but the entry's id, uid and withdrawn flag).
+# The entry fields ``entry_facts`` keeps (every column but the entry's id, uid, withdrawn flag and timekeeper key).
 FACT_FIELDS = ("work_date", "entry_kind", "source_system", "ledes_client_id", "client_source_id",
                "law_firm_matter_id", "client_matter_id", "matter_source_id", "timekeeper_name",
                "timekeeper_classification", "timekeeper_ledes_id", "timekeeper_source_id", "fee_basis", "currency",
@@ -418,7 +421,11 @@ class Evaluation(Base):
     """The decision log: which rule set revision judged which version of an entry, when, and the result."""
 
     __tablename__ = "evaluations"
-    __table_args__ = (Index("ix_evaluations_entry", "entry_id", "id"),)
+    __table_args__ = (
+        Index("ix_evaluations_entry", "entry_id", "id"),
+        # The entries a version judged (backtests read its decision log by it).
+        Index("ix_evaluations_version", "ruleset_version_id", "current", "entry_id"),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     entry_id: Mapped[int] = mapped_column(ForeignKey("entries.id", ondelete="CASCADE"))

@@ -48,7 +48,7 @@ from enum import Enum
 from typing import Any
 
 import orjson
-from sqlalchemy import Select, and_, case, exists, func, literal, or_, select, true, type_coerce
+from sqlalchemy import Select, and_, case, exists, false, func, literal, or_, select, text, true, type_coerce
 from sqlalchemy.orm import Session
 from sqlalchemy.types import NullType
 
@@ -75,6 +75,7 @@ from engine.workflows.pushdown import ENTRY_COLUMNS, Translator
 from engine.workflows.rulesets import get, load_version
 
 CHUNK = 2000  # entries per chunk streamed and judged together
+WORK_MEM = "64MB"  # PostgreSQL's memory per sort or hash for a backtest's statements (this transaction only)
 LOOKUP = 1000  # ids per SELECT ... IN (...)
 EXAMPLES = 5  # per rule and change, unless asked otherwise
 MAX_EXAMPLES = 50
@@ -463,10 +464,16 @@ class _Reader:
     the entries table keeps as columns are read from them, the others from the record."""
 
     def __init__(self, session: Session, fields: Iterable[str], extra: Sequence[Any] = (),
-                 columns: bool = False) -> None:
+                 columns: bool = False, facts: bool = False) -> None:
+        """``facts``: read ``entry_facts`` (every field must be one of its columns) instead of ``entries``."""
         self.session = session
         wanted = sorted(fields)
-        self.columns = [name for name in wanted if name in ENTRY_COLUMNS] if columns else []
+        self.table = EntryFacts.__table__ if facts else EntryRow.__table__
+        self.facts = facts
+        if facts and not set(wanted) <= set(FACT_FIELDS):
+            raise _NotGroupable("fields entry_facts does not keep")
+        self.columns = (wanted if facts else
+                        [name for name in wanted if name in ENTRY_COLUMNS] if columns else [])
         self.fields = [name for name in wanted if name not in self.columns]
         self.postgres = session.get_bind().dialect.name == "postgresql"
         # Columns are read as the driver gives them (no SQLAlchemy type processing): decimals as text on SQLite and
@@ -479,8 +486,9 @@ class _Reader:
         self.json_at = self.offset + len(self.columns)
 
     def select(self) -> Select[Any]:
-        t = EntryRow.__table__
-        head = [t.c.id, t.c.entry_uid, t.c.timekeeper_key, t.c.work_date, *self.extra,
+        t = self.table
+        head = [t.c.entry_id if self.facts else t.c.id, t.c.entry_uid, t.c.timekeeper_key,
+                type_coerce(t.c.work_date, NullType()) if self.facts else t.c.work_date, *self.extra,
                 *[type_coerce(t.c[name], NullType()) for name in self.columns]]
         if not self.fields:
             return select(*head)
@@ -530,6 +538,13 @@ def _facts_complete(session: Session, window: Window) -> bool:
     return bool(entries == facts)
 
 
+def _day_of_row(t: Any) -> Any:
+    """The work date to filter on: on ``entry_facts`` wrapped so that SQLite does not walk its timekeeper-day
+    index for a date range (with ANALYZE's figures it would, then read every row by id: ten times slower than a
+    scan)."""
+    return func.date(t.c.work_date) if t is EntryFacts.__table__ else t.c.work_date
+
+
 def _filters(window: Window, rulesets: Sequence[RuleSet], table: Any = None) -> list[Any]:
     """The WHERE terms: stored, not withdrawn, in the window, and possibly governed by one of ``rulesets``
     (what can be told from columns: their clients and effective dates); over ``entries`` or ``entry_facts``."""
@@ -537,18 +552,18 @@ def _filters(window: Window, rulesets: Sequence[RuleSet], table: Any = None) -> 
     terms: list[Any] = ([t.c.state != EntryState.WITHDRAWN.value] if table is None else
                         [t.c.withdrawn.is_(False)])
     if window.start is not None:
-        terms.append(t.c.work_date >= window.start)
+        terms.append(_day_of_row(t) >= window.start)
     if window.end is not None:
-        terms.append(t.c.work_date <= window.end)
+        terms.append(_day_of_row(t) <= window.end)
     if window.clients:
         terms.append(or_(t.c.ledes_client_id.in_(window.clients), t.c.client_source_id.in_(window.clients)))
     if rulesets and all(rs.clients for rs in rulesets):
         clients = sorted({c for rs in rulesets for c in rs.clients})
         terms.append(or_(t.c.ledes_client_id.in_(clients), t.c.client_source_id.in_(clients)))
     if rulesets and all(rs.effective_from is not None for rs in rulesets):
-        terms.append(t.c.work_date >= min(rs.effective_from for rs in rulesets))  # type: ignore[type-var]
+        terms.append(_day_of_row(t) >= min(rs.effective_from for rs in rulesets))  # type: ignore[type-var]
     if rulesets and all(rs.effective_to is not None for rs in rulesets):
-        terms.append(t.c.work_date <= max(rs.effective_to for rs in rulesets))  # type: ignore[type-var]
+        terms.append(_day_of_row(t) <= max(rs.effective_to for rs in rulesets))  # type: ignore[type-var]
     return terms
 
 
@@ -796,6 +811,11 @@ def backtest(session: Session, version_id: int, *, against: int | None = None, w
     ``against`` flags (default: its rule set's active version; none active: every finding is new). Writes
     nothing. ``context`` is the evaluation date and billing period (``as_of`` alone, or today, by default)."""
     started = time.perf_counter()
+    if session.get_bind().dialect.name == "postgresql":
+        # The groupings hash many rows: in memory, not files. And every row a cursor yields is read: plan for all
+        # of them (the default plans a cursor for its first tenth, with nested loops where a hash join would do).
+        session.execute(text(f"SET LOCAL work_mem = '{WORK_MEM}'"))
+        session.execute(text("SET LOCAL cursor_tuple_fraction = 1.0"))
     window = window or Window()
     window.check()
     if not 0 <= examples <= MAX_EXAMPLES:
@@ -862,9 +882,9 @@ def _count_checked(session: Session, ruleset: RuleSet, window: Window, table: An
         terms.append(or_(t.c.law_firm_matter_id.in_(matters), t.c.client_matter_id.in_(matters),
                          t.c.matter_source_id.in_(matters)))
     if ruleset.effective_from is not None:
-        terms.append(t.c.work_date >= ruleset.effective_from)
+        terms.append(_day_of_row(t) >= ruleset.effective_from)
     if ruleset.effective_to is not None:
-        terms.append(t.c.work_date <= ruleset.effective_to)
+        terms.append(_day_of_row(t) <= ruleset.effective_to)
     return int(session.scalar(select(func.count()).select_from(t).where(*terms)) or 0)
 
 
@@ -1097,6 +1117,19 @@ def _judged(version: RuleSetVersion) -> Any:
                           ev.c.current.is_(True)).correlate(t).label("judged")
 
 
+def _judged_join(session: Session, version: RuleSetVersion, source: Any, t: Any) -> tuple[Any, Any]:
+    """``source`` (entry_facts ``t``, maybe joined) with whether the entry's current evaluation is by
+    ``version``, and that predicate. SQLite answers ``IN`` from an index it builds once; PostgreSQL gets a
+    join it can hash (``IN`` inside an expression would be a subplan that rescans the ids once they outgrow
+    work_mem)."""
+    ev = Evaluation.__table__
+    ids = select(ev.c.entry_id).where(ev.c.ruleset_version_id == version.id, ev.c.current.is_(True))
+    if session.get_bind().dialect.name != "postgresql":
+        return source, t.c.entry_id.in_(ids)
+    judged = ids.distinct().subquery()
+    return source.outerjoin(judged, judged.c.entry_id == t.c.entry_id), judged.c.entry_id.isnot(None)
+
+
 def _candidates(session: Session, after: _Side, before: _Side | None,
                 logged: RuleSetVersion | None) -> Any:
     """A SQL filter keeping every entry a changed per-entry rule of either side may flag (None: every entry).
@@ -1156,10 +1189,21 @@ def _day_pass(session: Session, result: Backtest, tally: _Tally, after: _Side, b
             for scope in compiled.scopes.values():
                 fields |= _node_fields(scope)
             runners.append((side, _Aggregates(side.day_rules, ctx)))
-    reader = _Reader(session, fields)
-    t = EntryRow.__table__
-    query = (reader.select().where(*_filters(window, scopes), t.c.entry_kind == "time", t.c.timekeeper_key.isnot(None))
-             .order_by(t.c.timekeeper_key, t.c.work_date, t.c.id))
+    try:  # the narrow copy when it has every entry and every field the rules read
+        if not _facts_complete(session, window):
+            raise _NotGroupable("entries without their facts")
+        reader = _Reader(session, fields, facts=True)
+        t = reader.table
+        query = (reader.select().where(*_filters(window, scopes, t), t.c.entry_kind == "time",
+                                       t.c.timekeeper_key.isnot(None))
+                 .order_by(t.c.timekeeper_key, t.c.work_date, t.c.entry_id))
+    except _NotGroupable:
+        reader = _Reader(session, fields)
+        t = EntryRow.__table__
+        query = (reader.select().where(*_filters(window, scopes), t.c.entry_kind == "time",
+                                       t.c.timekeeper_key.isnot(None))
+                 .order_by(t.c.timekeeper_key, t.c.work_date, t.c.id))
+    day = _COLUMN_CONVERTERS[dt.date.fromisoformat]
     total = _count(session, query) if progress is not None else 0
     pending: list[_Light] = []
     done = 0
@@ -1177,7 +1221,7 @@ def _day_pass(session: Session, result: Backtest, tally: _Tally, after: _Side, b
         for row in rows:
             light = reader.light(row)
             key = light.timekeeper_source_id or light.timekeeper_ledes_id or light.timekeeper_name
-            if key != row[2] or light.work_date != row[3]:
+            if key != row[2] or light.work_date != day(row[3]):
                 raise RuntimeError(f"entry {row[0]}: its timekeeper_key and work_date columns do not match its record")
             if pending and len(pending) >= CHUNK and (key, light.work_date) != _day_of(pending[-1]):
                 judge(pending)
@@ -1287,8 +1331,8 @@ def _grouped_fields(rule: Rule | None, ruleset: RuleSet | None, proposing: bool)
         return frozenset()
     compiled = compile_ruleset(_subset(ruleset, [rule.id]))
     fields = set(_feature_fields(compiled.features.values()))
-    if proposing:
-        fields |= WRITE_DOWN_FIELDS
+    if proposing:  # what the proposal reads, and the currency its write-down is added up in
+        fields |= (type_of(rule).proposal_fields or WRITE_DOWN_FIELDS) | {"currency"}
     if ruleset.classifications:
         fields.add("timekeeper_classification")  # a firm's title the rule set maps is judged as its code
     if not fields <= set(FACT_FIELDS):
@@ -1340,19 +1384,18 @@ def _grouped_pass(session: Session, result: Backtest, tally: _Tally, after: _Sid
                                     before is not None and rule_id in before.proposing))
         plans.append((rule_id, mine, theirs, fields))
     t, v = EntryFacts.__table__, ViolationRow.__table__
-    result.entries_checked = _count_checked(session, after.ruleset, window, t)
     logged = before is not None and before.entry_rules is not None and bool(before.reused) and other is not None
+    # In one scan of the window: the entries the draft's rule set governs, and of those the rule sets may govern,
+    # how many the compared version judged as they are (their findings come from the log) and how many not.
+    scoped = and_(*_filters(window, scopes, t)[len(_filters(window, [], t)):]) if scopes else true()
+    source, judged = _judged_join(session, other, t, t) if logged else (t, false())  # type: ignore[arg-type]
+    counts = session.execute(select(func.count(case((_governed(after.ruleset, t), 1))),
+                                    func.count(case((scoped, 1))), func.count(case((and_(scoped, judged), 1))))
+                             .select_from(source).where(*_filters(window, [], t))).one()
+    result.entries_checked = int(counts[0])
     unjudged_total = 0
     if logged:
-        # Of the entries in the window, those the compared version judged as they are (their findings come from
-        # the log) and those it did not (evaluated).
-        assert other is not None
-        ev = Evaluation.__table__
-        judged = t.c.entry_id.in_(select(ev.c.entry_id).where(ev.c.ruleset_version_id == other.id,
-                                                              ev.c.current.is_(True)))
-        counts = session.execute(select(func.count(), func.count(case((judged, 1)))).select_from(t)
-                                 .where(*_filters(window, scopes, t))).one()
-        result.findings_reused, unjudged_total = int(counts[1]), int(counts[0]) - int(counts[1])
+        result.findings_reused, unjudged_total = int(counts[2]), int(counts[1]) - int(counts[2])
     for step, (rule_id, mine, theirs, fields) in enumerate(plans):
         conditions = [c for c in (_condition(after.ruleset, mine), _condition(before.ruleset if before else None,
                                                                                    theirs)) if c is not None]
@@ -1378,64 +1421,103 @@ def _grouped_pass(session: Session, result: Backtest, tally: _Tally, after: _Sid
                 assert other is not None
                 amount = (v.c.adjustment.op("->>")(literal("amount")) if session.get_bind().dialect.name ==
                           "postgresql" else func.json_extract(v.c.adjustment, "$.amount"))
-                found = _stored(other, [rule_id]).with_only_columns(v.c.entry_id, amount.label("amount")).subquery()
-                ev = Evaluation.__table__
-                judged = t.c.entry_id.in_(select(ev.c.entry_id).where(ev.c.ruleset_version_id == other.id,
-                                                                  ev.c.current.is_(True)))
-                source = t.outerjoin(found, found.c.entry_id == t.c.entry_id)
+                # Materialised first (through the rule's index), then joined: probing every entry's findings
+                # would read the wide violations table row by row.
+                found = (_stored(other, [rule_id]).with_only_columns(v.c.entry_id, amount.label("amount"))
+                         .cte(f"stored_{step}").prefix_with("MATERIALIZED"))
+                source, judged = _judged_join(session, other, t.outerjoin(found, found.c.entry_id == t.c.entry_id), t)
                 flags += [_flag(session, judged).label("judged"),
                           _flag(session, found.c.entry_id.isnot(None)).label("stored"),
                           found.c.amount.label("stored_amount")]
                 keep += [found.c.entry_id.isnot(None), and_(~judged, maybe_b)]
             else:
                 keep.append(maybe_b)
-        inner = (select(*columns, *flags, t.c.entry_id.label("entry_id"), t.c.entry_uid.label("entry_uid"),
+        query = (select(*columns, *flags, t.c.entry_uid.label("entry_uid"), t.c.entry_id.label("entry_id"),
                         type_coerce(t.c.work_date, NullType()).label("day"))
-                 .select_from(source).where(*_filters(window, scopes, t), or_(*keep)).subquery())
-        group = [inner.c[c.name] for c in (*columns, *flags)]
-        ranked = select(inner, func.row_number().over(partition_by=group, order_by=inner.c.entry_uid).label("rn"),
-                        func.count().over(partition_by=group).label("n")).subquery()
-        query = (select(ranked).where(ranked.c.rn <= max(examples, 1))
-                 .order_by(*[ranked.c[c.name] for c in (*columns, *flags)], ranked.c.rn))
+                 .select_from(source).where(*_filters(window, scopes, t), or_(*keep)))
         judge_a = _Judge(_subset(after.ruleset, [rule_id]), ctx, after.proposing, scoped=False) if mine else None
         judge_b = (_Judge(_subset(before.ruleset, [rule_id]), ctx, before.proposing, scoped=False)
                    if theirs is not None and before is not None else None)
-        convert = [(name, _COLUMN_CONVERTERS.get(_CONVERTERS[name][0], _CONVERTERS[name][0]), _CONVERTERS[name][1])
-                   for name in named]
-        day = _COLUMN_CONVERTERS[dt.date.fromisoformat]
+        convert = [(k, name, _COLUMN_CONVERTERS.get(_CONVERTERS[name][0], _CONVERTERS[name][0]),
+                    _CONVERTERS[name][1]) for k, name in enumerate(named)]
+        width = len(columns) + len(flags)  # the group's key: the values read, then the flags
+        place = {c.name: k for k, c in enumerate((*columns, *flags))}
+        keep_uids = max(examples, 1)
+        plan = _GroupPlan(rule_id, convert, cuts, place, judge_a, judge_b, stored_mode)
+
+        # Grouped as the rows stream by, in a table of at most MEMO groups: when it fills, its groups are judged
+        # and it starts again (a group split so is judged twice; its counts still add up, and each part offers
+        # its own smallest uids, so the examples are still the smallest overall).
+        groups: dict[tuple[Any, ...], list[Any]] = {}
         for rows in _stream(session, query):
             for row in rows:
-                m = row._mapping
-                n = m["n"]
-                if m["rn"] == 1:
-                    values: dict[str, Any] = {"entry_id": m["entry_id"], "entry_uid": m["entry_uid"]}
-                    for name, fn, default in convert:
-                        raw = m[f"f_{name}"]
-                        values[name] = default if raw is None else fn(raw) if fn is not None else raw
-                    if cuts is not None:
-                        values["work_date"] = day(m["day"])
-                    e = _Light(values)
-                    a_hit, a_amount = _one(judge_a, e) if judge_a is not None and m["gov_a"] else (False, None)
-                    if stored_mode and m["judged"]:
-                        b_hit = bool(m["stored"])
-                        raw_amount = m["stored_amount"]
-                        b_amount = Decimal(raw_amount) if b_hit and raw_amount is not None else None
-                    else:
-                        b_hit, b_amount = (_one(judge_b, e) if judge_b is not None and m["gov_b"]
-                                           else (False, None))
-                    result.entries_read += n
-                    tally.pairs(rule_id, n, b_hit, a_hit)
-                    currency = e.__dict__.get("currency")
-                    if a_hit and a_amount is not None:
-                        tally.write_down(rule_id, False, currency, a_amount * n)
-                    if b_hit and b_amount is not None:
-                        tally.write_down(rule_id, True, currency, b_amount * n)
-                    current = (a_hit, b_hit)
-                if current[0] != current[1]:
-                    tally.offer(rule_id, NEWLY if current[0] else NO_LONGER, m["entry_uid"], m["entry_id"])
+                key = tuple(row[:width])
+                found = groups.get(key)
+                uid = row[width]
+                if found is None:
+                    if len(groups) >= MEMO:
+                        plan.settle(groups, tally, result)
+                        groups = {}
+                    groups[key] = [1, row[width + 2], [(uid, row[width + 1])]]
+                    continue
+                found[0] += 1
+                kept = found[2]
+                if len(kept) < keep_uids:
+                    kept.append((uid, row[width + 1]))
+                    kept.sort()
+                elif uid < kept[-1][0]:
+                    kept[-1] = (uid, row[width + 1])
+                    kept.sort()
+        plan.settle(groups, tally, result)
         if progress is not None:
             progress("per-entry rules", step + 1, len(plans))
     return unjudged_total
+
+
+@dataclass
+class _GroupPlan:
+    """How the grouped pass judges one rule's groups: the key's values as typed fields, the work date's cuts,
+    where the flags sit in the key, each side's judge, and whether the compared side reads the decision log."""
+
+    rule_id: str
+    convert: list[tuple[int, str, Any, Any]]  # (position in the key, field, converter, default)
+    cuts: tuple[dt.date, ...] | None
+    place: dict[str, int]
+    judge_a: _Judge | None
+    judge_b: _Judge | None
+    stored_mode: bool
+
+    def settle(self, groups: dict[tuple[Any, ...], list[Any]], tally: _Tally, result: Backtest) -> None:
+        """Judge each group once and count it for all its entries."""
+        place, rule_id, day = self.place, self.rule_id, _COLUMN_CONVERTERS[dt.date.fromisoformat]
+        for key, (n, first_day, kept) in groups.items():
+            values: dict[str, Any] = {"entry_id": kept[0][1], "entry_uid": kept[0][0]}
+            for k, name, fn, default in self.convert:
+                raw = key[k]
+                values[name] = default if raw is None else fn(raw) if fn is not None else raw
+            if self.cuts is not None:
+                values["work_date"] = day(first_day)
+            e = _Light(values)
+            a_hit, a_amount = (_one(self.judge_a, e) if self.judge_a is not None and key[place["gov_a"]]
+                               else (False, None))
+            if self.stored_mode and key[place["judged"]]:
+                b_hit = bool(key[place["stored"]])
+                raw_amount = key[place["stored_amount"]]
+                b_amount = Decimal(raw_amount) if b_hit and raw_amount is not None else None
+            else:
+                b_hit, b_amount = (_one(self.judge_b, e) if self.judge_b is not None and key[place["gov_b"]]
+                                   else (False, None))
+            result.entries_read += n
+            tally.pairs(rule_id, n, b_hit, a_hit)
+            currency = values.get("currency")
+            if a_hit and a_amount is not None:
+                tally.write_down(rule_id, False, currency, a_amount * n)
+            if b_hit and b_amount is not None:
+                tally.write_down(rule_id, True, currency, b_amount * n)
+            if a_hit != b_hit:
+                change = NEWLY if a_hit else NO_LONGER
+                for uid, entry_id in kept:
+                    tally.offer(rule_id, change, uid, entry_id)
 
 
 def _or_true(term: Any) -> Any:

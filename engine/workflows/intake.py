@@ -286,7 +286,7 @@ def _columns(entry: Entry, record: dict[str, Any], version: str) -> dict[str, An
 def facts(entry: Entry, entry_id: int, state: str) -> dict[str, Any]:
     """The entry's row of ``entry_facts`` (what rules compare most, as the record has it)."""
     values: dict[str, Any] = {"entry_id": entry_id, "entry_uid": entry.entry_uid,
-                              "withdrawn": state == EntryState.WITHDRAWN}
+                              "withdrawn": state == EntryState.WITHDRAWN, "timekeeper_key": _timekeeper_key(entry)}
     for name in FACT_FIELDS:
         value = getattr(entry, name)
         values[name] = value.value if isinstance(value, Enum) else value

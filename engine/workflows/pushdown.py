@@ -18,8 +18,8 @@ negation), so the pair stays sound through any nesting. A comparison this module
 What a comparison can read: the entry columns intake keeps beside the record (rate, hours, amount, dates, ids,
 kind), and other fields pulled out of the stored record (``json_extract`` on SQLite, ``->>`` on PostgreSQL).
 Decimals are exact ``NUMERIC`` on PostgreSQL; on SQLite they are text, compared as REAL within a tolerance far
-wider than a double's error. Narrative lengths and phrase patterns are judged in SQL only for plain ASCII text
-(an entry with other characters is kept: Unicode case folding and whitespace are Python's to decide).
+wider than a double's error. Narrative lengths and phrase patterns are judged in SQL only for ASCII text (an
+entry with other characters is kept: Unicode case folding and whitespace are Python's to decide).
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ import re
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Float, Numeric, Text, and_, cast, false, func, literal, not_, or_, type_coerce
+from sqlalchemy import Float, LargeBinary, Numeric, Text, and_, cast, false, func, literal, not_, or_, type_coerce
 from sqlalchemy.sql.elements import ColumnElement
 
 from engine.model import Entry
@@ -59,8 +59,8 @@ ENTRY_COLUMNS = ("entry_kind", "ledes_client_id", "client_source_id", "law_firm_
 COMPARISONS = ("eq", "ne", "lt", "le", "gt", "ge")
 # A double carries 15-16 significant digits: decimals compared as REAL are kept within this relative margin.
 MARGIN = 1e-9
-NOT_PLAIN_SQLITE = "*[^ -~]*"  # GLOB: a character outside printable ASCII
-NOT_PLAIN_POSTGRES = "[^ -~]"  # regular expression: the same
+# What Python's str.strip() strips from ASCII text (SQL's trim strips only spaces unless told).
+ASCII_WHITESPACE = " \t\n\r\x0b\x0c\x1c\x1d\x1e\x1f"
 
 
 class Translator:
@@ -213,28 +213,32 @@ class Translator:
             return and_(present, near), false()
         return present, and_(present, not_(near))  # ne
 
-    def _plain_text(self, column: Any) -> Any:
-        """Whether a text holds printable ASCII only."""
+    def _ascii(self, column: Any) -> Any:
+        """Whether a text is ASCII: as many bytes as characters in UTF-8 (no scan of the text in a pattern)."""
         if self.postgres:
-            return not_(column.op("~", is_comparison=True)(NOT_PLAIN_POSTGRES))
-        return not_(column.op("GLOB", is_comparison=True)(NOT_PLAIN_SQLITE))
+            return func.octet_length(column) == func.char_length(column)
+        return func.length(column) == func.length(cast(column, LargeBinary()))
 
     def _length(self, leaf: Leaf) -> Pair:
-        """``len(text.strip())``: for printable ASCII text, Python strips what SQL's ``trim`` strips (spaces)."""
+        """``len(text.strip())``: in ASCII text Python strips exactly the characters of ASCII_WHITESPACE, which
+        SQL's ``trim`` is told to strip; other text is kept."""
         op, value = leaf.op, leaf.value
         if op not in COMPARISONS or isinstance(value, bool) or not isinstance(value, int):
             return ANYTHING
         if not self._readable(leaf.feature.field):
             return ANYTHING
         column = self._text(leaf.feature.field)
-        plain = and_(column.isnot(None), self._plain_text(column))
-        test = and_(plain, _compare(func.length(func.trim(column)), op, value))
-        other = and_(column.isnot(None), not_(self._plain_text(column)))
+        ascii_ = and_(column.isnot(None), self._ascii(column))
+        trimmed = (func.btrim(column, literal(ASCII_WHITESPACE)) if self.postgres
+                   else func.trim(column, literal(ASCII_WHITESPACE)))
+        test = and_(ascii_, _compare(func.length(trimmed), op, value))
+        other = and_(column.isnot(None), not_(self._ascii(column)))
         return or_(test, other), test
 
     def _match(self, leaf: Leaf) -> Pair:
         """A regular expression: an entry whose text contains none of the literal texts every match must contain
-        cannot match (compared without case, in printable ASCII text only)."""
+        cannot match (compared without case, in ASCII text only: Unicode case folding turns some other letters into
+        ASCII ones)."""
         feature = leaf.feature
         if not self._readable(feature.field):
             return ANYTHING
@@ -243,9 +247,8 @@ class Translator:
         if needles is None:
             found: Pair = (column.isnot(None), false())
         else:
-            plain = self._plain_text(column)
             likes = [self._contains(column, n) for n in sorted(needles)]
-            found = (and_(column.isnot(None), or_(not_(plain), *likes)), false())
+            found = (and_(column.isnot(None), or_(*likes, not_(self._ascii(column)))), false())
         matched = leaf.value is True
         if (leaf.op == "eq") == matched:
             return found

@@ -102,6 +102,10 @@ class RuleType:
         """Hits over the whole batch; ``cache`` lets batch rules share indexes built over the same entries."""
         raise TypeError(f"{self.name} is a per-entry rule")
 
+    # The entry fields ``propose`` reads besides the finding's evidence, when the type states them (None: any).
+    # A backtest judges entries alike in these and in the condition's features once.
+    proposal_fields: frozenset[str] | None = None
+
     def propose(self, rule: Rule, entry: Entry, evidence: list[Evidence]) -> Adjustment | None:
         return None
 

@@ -84,6 +84,7 @@ def _in_force(start: dt.date | None, end: dt.date | None) -> str:
 @register
 class ExpenseCap(RuleType):
     name = "expense_cap"
+    proposal_fields = frozenset({"rate", "quantity"})  # and the evidence's billed amount
     summary = ("Expense above the limit for its UTBMS expense code: per entry (a meal, a night's hotel) or "
                "per unit (per copied page, per mile), optionally in the periods of a dated schedule.")
     params_schema = {

@@ -111,6 +111,7 @@ class RateCap(RuleType):
     }
     message_variables = ("cap_source",)
     default_message = "Rate {actual} is above the {expected} cap"
+    proposal_fields = frozenset({"rate", "quantity", "hours_billed"})
 
     # Checks --------------------------------------------------------------------------------------------
 
