@@ -12,7 +12,7 @@ from decimal import Decimal, InvalidOperation
 from enum import StrEnum
 from typing import Annotated, Any
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, field_validator, model_validator
 
 
 class EntryKind(StrEnum):
@@ -109,17 +109,29 @@ OptStr = Annotated[str | None, BeforeValidator(_empty_to_none)]
 Code = Annotated[str | None, BeforeValidator(_code)]
 
 
+# The longest texts the store's columns take (engine.store.models.EntryRow; the entry uid joins the first four):
+# a source that sends more gets a clear error for that field, never a failed write.
+Id40 = Annotated[str, StringConstraints(max_length=40)]
+Id120 = Annotated[str, StringConstraints(max_length=120)]
+OptId60 = Annotated[Annotated[str, StringConstraints(max_length=60)] | None, BeforeValidator(_empty_to_none)]
+OptId115 = Annotated[Annotated[str, StringConstraints(max_length=115)] | None, BeforeValidator(_empty_to_none)]
+OptId120 = Annotated[Annotated[str, StringConstraints(max_length=120)] | None, BeforeValidator(_empty_to_none)]
+OptId200 = Annotated[Annotated[str, StringConstraints(max_length=200)] | None, BeforeValidator(_empty_to_none)]
+UtbmsCode = Annotated[Annotated[str, StringConstraints(max_length=10)] | None, BeforeValidator(_code)]
+CurrencyCode = Annotated[Annotated[str, StringConstraints(max_length=16)] | None, BeforeValidator(_code)]
+
+
 class Entry(BaseModel):
     """One billable line in the canonical model; connectors map each source's records into it."""
 
     model_config = ConfigDict(extra="forbid", validate_assignment=False, frozen=False)
 
     # identity and provenance
-    source_system: str
-    source_tenant: str = "default"
-    source_id: str
-    source_line_id: OptStr = None
-    source_version: OptStr = None
+    source_system: Id40
+    source_tenant: Id120 = "default"
+    source_id: Id120
+    source_line_id: OptId115 = None
+    source_version: OptId200 = None
     source_created_at: dt.datetime | None = None
     source_updated_at: dt.datetime | None = None
     api_version: OptStr = None
@@ -132,20 +144,20 @@ class Entry(BaseModel):
     fee_basis: FeeBasis = FeeBasis.HOURLY
 
     # matter and client
-    matter_source_id: OptStr = None
-    law_firm_matter_id: OptStr = None
-    client_matter_id: OptStr = None
+    matter_source_id: OptId120 = None
+    law_firm_matter_id: OptId60 = None
+    client_matter_id: OptId60 = None
     matter_name: OptStr = None
-    client_source_id: OptStr = None
+    client_source_id: OptId120 = None
     client_name: OptStr = None
-    ledes_client_id: OptStr = None
+    ledes_client_id: OptId60 = None
 
     # timekeeper
-    timekeeper_source_id: OptStr = None
-    timekeeper_name: OptStr = None
+    timekeeper_source_id: OptId120 = None
+    timekeeper_name: OptId120 = None
     timekeeper_first_name: OptStr = None
     timekeeper_last_name: OptStr = None
-    timekeeper_ledes_id: OptStr = None
+    timekeeper_ledes_id: OptId120 = None
     timekeeper_classification: Code = None
 
     # when and how much
@@ -162,12 +174,12 @@ class Entry(BaseModel):
     tax_amount: Money = None
     tax_inclusive: bool = False
     tax_code: OptStr = None
-    currency: Code = None
+    currency: CurrencyCode = None
 
     # UTBMS codes and labels
-    utbms_task_code: Code = None
-    utbms_activity_code: Code = None
-    utbms_expense_code: Code = None
+    utbms_task_code: UtbmsCode = None
+    utbms_activity_code: UtbmsCode = None
+    utbms_expense_code: UtbmsCode = None
     source_task_label: OptStr = None
     source_activity_label: OptStr = None
 

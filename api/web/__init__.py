@@ -1,6 +1,8 @@
 """The reviewer's page: one HTML page at ``/`` with its script and style sheet under ``/ui/static/``, all shipped
 in this package (no CDN, no build step). The page is plain JavaScript that calls the JSON API with the key the
-reader signs in with, so it can do exactly what that key's role allows and nothing more.
+reader signs in with, so it can do exactly what that key's role allows and nothing more. The overview's charts
+are drawn with Chart.js, committed here as npm publishes it (``chart.umd.min.js``; its version, origin and
+licence in ``chart.js.LICENSE.txt``, which is served too).
 
 The page gets its own Content-Security-Policy (``api/app.py``: ``PAGE_CSP``): scripts, styles and requests only
 from this server, no inline script, no eval. These routes are not part of the API's OpenAPI document.
@@ -21,7 +23,9 @@ from engine.errors import NotFound
 STATIC = Path(__file__).parent / "static"
 PREFIX = "/ui/static/"
 ASSETS = {"app.js": "text/javascript; charset=utf-8", "app.css": "text/css; charset=utf-8",
-          "favicon.svg": "image/svg+xml"}
+          "favicon.svg": "image/svg+xml",
+          # Chart.js, the overview's charts: the upstream build as published, and its licence beside it.
+          "chart.umd.min.js": "text/javascript; charset=utf-8", "chart.js.LICENSE.txt": "text/plain; charset=utf-8"}
 
 
 

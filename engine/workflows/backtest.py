@@ -11,23 +11,32 @@ judged as it was billed. It is worked out doing less than that, and never holdin
   (``applies_to``, ``effective``), currency and classification aliases are too. The same rule flags the same
   entries on both sides, so it cannot change the answer and is not evaluated. A rule active on neither side
   counts on neither.
-- **Only the fields those rules read.** Entries are streamed from the database in chunks (a server-side cursor
-  on PostgreSQL) with just the fields the changed rules' features, the rule sets' scope and the aggregate
-  groupings read, pulled out of the stored record by the database (``json_extract`` on SQLite,
-  ``json_to_record`` on PostgreSQL), as :class:`_Light` entries typed exactly as :class:`Entry` types them.
-  Only entries that a changed rule with write-downs flags, and the examples, are read in full and judged with
-  ``evaluate`` itself (which also checks the light judgement of them).
+- **Through the database, alike entries judged once** (:func:`_grouped_pass`). Each changed per-entry rule gets
+  one scan of ``entry_facts`` (the narrow copy of the fields rules compare, written with every entry), filtered
+  by its condition turned into SQL (:mod:`engine.workflows.pushdown`: a superset of what the rule may flag, on
+  either side) and by what the decision log holds. The rows are grouped as they stream by the values the rule
+  reads (and its write-down reads), a work date by where it falls among the dates the rule names; each group is
+  judged once with the engine's compiled check, explanation and proposal, and counts for all its entries. The
+  few smallest uids of each group are kept for the examples.
+- **The fallback** (:func:`_entry_pass`, when some entry has no ``entry_facts`` row or a rule reads a field the
+  copy does not keep): entries streamed in chunks (a server-side cursor on PostgreSQL) with just the fields the
+  changed rules read, from the entries' columns and, for the rest, pulled out of the stored record by the
+  database (``json_extract`` on SQLite, ``json_to_record`` on PostgreSQL), as :class:`_Light` entries typed
+  exactly as :class:`Entry` types them, filtered by the same SQL, each rule's answer remembered by the values it
+  reads. Entries whose write-down reads a field not fetched are read in full and judged with ``evaluate``.
 - **The compared version's stored findings.** Intake records every finding of every active and shadow version
   (the decision log). For an entry whose current evaluation is by the compared version, the findings of its
   changed per-entry rules that do not depend on the evaluation date or period are read from the log instead
   of being evaluated again. Entries it never judged (stored before it was active), and rules that read
   ``age_days`` or ``outside_billing_period``, are evaluated.
 - **Aggregates by group.** ``daily_hours_cap`` and ``duplicate`` group a timekeeper's time by day: their
-  entries are streamed ordered by (timekeeper, work date, id), and each chunk holds whole days. Any other
+  entries are streamed ordered by (timekeeper, work date, id) from ``entry_facts`` through its index (from the
+  entries when the copy is incomplete), and each chunk holds whole days. Any other
   aggregate type is evaluated over the whole window at once, with full entries (memory grows with the window).
 
-Money and hours stay ``Decimal`` throughout: the stored record's decimal text becomes a ``Decimal``, and the
-database never does arithmetic on them here.
+Money and hours stay ``Decimal`` in every count and write-down: the stored decimal text (or PostgreSQL's
+``numeric``) becomes a ``Decimal``, and the database never adds them up here. SQLite compares decimals as REAL
+only to choose which rows to read, with a margin that keeps every row at the boundary.
 """
 
 from __future__ import annotations

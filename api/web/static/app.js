@@ -784,36 +784,60 @@
 
   // The findings overview ------------------------------------------------------------------------------------------
 
-  function bars(groups, label) { // a hand-drawn horizontal bar chart (SVG)
-    const top = groups.slice(0, 10);
-    const most = Math.max(1, ...top.map((g) => g.findings));
-    const ns = "http://www.w3.org/2000/svg";
-    const svg = document.createElementNS(ns, "svg");
-    const height = top.length * 20 + 4;
-    svg.setAttribute("viewBox", `0 0 360 ${height}`);
-    svg.setAttribute("width", "360");
-    svg.setAttribute("height", String(height));
-    svg.setAttribute("class", "bars");
-    svg.setAttribute("role", "img");
-    svg.setAttribute("aria-label", `${label}: ${top.map((g) => `${g.key || "none"} ${g.findings}`).join(", ")}`);
-    top.forEach((g, i) => {
-      const text = document.createElementNS(ns, "text");
-      text.setAttribute("x", "0");
-      text.setAttribute("y", String(i * 20 + 14));
-      text.textContent = String(g.key || "(none)").slice(0, 22);
-      const rect = document.createElementNS(ns, "rect");
-      rect.setAttribute("class", "bar");
-      rect.setAttribute("x", "150");
-      rect.setAttribute("y", String(i * 20 + 3));
-      rect.setAttribute("height", "14");
-      rect.setAttribute("width", String(Math.max(1, Math.round((g.findings / most) * 170))));
-      const count = document.createElementNS(ns, "text");
-      count.setAttribute("x", String(155 + Math.round((g.findings / most) * 170)));
-      count.setAttribute("y", String(i * 20 + 14));
-      count.textContent = String(g.findings);
-      svg.append(text, rect, count);
-    });
-    return svg;
+  // The charts are drawn by Chart.js (chart.umd.min.js, shipped with the page and loaded before this script):
+  // horizontal bars on a canvas that assistive technology reads as one image named by a summary of its figures.
+  // Each chart has a table beside it with every figure, exact, as text. No animation: what is drawn first is final.
+  const CHART_BARS = 10; // bars per chart at most; the tables list every group
+  const CHART_INK = "#1a1a1a"; // the page's --ink: labels and ticks
+  const CHART_GRID = "#c8c8c8"; // the page's --line
+  // Bar colours, one per currency (a chart has more than one only for write-downs in several currencies): the
+  // page's accent, error, ok and warning inks, each at least 4.5:1 against the white behind the chart.
+  const CHART_COLOURS = ["#1d4f91", "#a4161a", "#1e6b2e", "#7a4b00"];
+  const overviewCharts = []; // the Chart instances on the overview now, destroyed before it is drawn again
+
+  function dropOverviewCharts() {
+    while (overviewCharts.length) overviewCharts.pop().destroy();
+  }
+
+  // A chart of rows [{label, figures: [exact decimal text, one per series]}] in series [{name}]: a box holding the
+  // canvas, and a function that draws it once the box is in the page. Without Chart.js (the file failed to load)
+  // there is no chart, only the table.
+  function barChart(title, rows, series, total, whole) {
+    if (!window.Chart || !rows.length) return { box: null, draw: () => {} };
+    const labels = rows.map((r) => show(r.label));
+    const described = rows.map((r, i) => `${labels[i]} ${series.length > 1
+      ? r.figures.map((f, j) => `${f ?? 0} ${series[j].name}`).join(" and ") : r.figures[0]}`).join(", ");
+    const shown = total > rows.length ? ` (${rows.length} of ${total})` : "";
+    const canvas = el("canvas", { role: "img", "aria-label": `${title}${shown}: ${described}` });
+    const box = el("div", { class: "chart" }, canvas);
+    box.style.height = `${rows.length * (series.length > 1 ? 30 : 22) + (series.length > 1 ? 64 : 40)}px`;
+    const shorten = (text) => (text.length > 24 ? `${text.slice(0, 23)}\u2026` : text);
+    const draw = () => overviewCharts.push(new window.Chart(canvas, {
+      type: "bar",
+      data: {
+        labels,
+        datasets: series.map((s, j) => ({
+          label: s.name, data: rows.map((r) => Number(r.figures[j] ?? 0)),
+          backgroundColor: CHART_COLOURS[j % CHART_COLOURS.length], borderWidth: 0,
+        })),
+      },
+      options: {
+        indexAxis: "y", animation: false, responsive: true, maintainAspectRatio: false,
+        color: CHART_INK,
+        plugins: {
+          legend: { display: series.length > 1, labels: { color: CHART_INK } },
+          tooltip: { callbacks: { // the exact figure, not the number the bar was drawn from
+            label: (item) => `${item.dataset.label}: ${rows[item.dataIndex].figures[item.datasetIndex] ?? 0}`,
+          } },
+        },
+        scales: {
+          x: { beginAtZero: true, grid: { color: CHART_GRID }, ticks: { color: CHART_INK, precision: whole ? 0 : undefined } },
+          y: { grid: { display: false }, ticks: { color: CHART_INK, autoSkip: false,
+            callback(value) { return shorten(String(this.getLabelForValue(value))); } } },
+        },
+      },
+    }));
+    return { box, draw };
   }
 
   async function loadOverview(event) {
@@ -822,15 +846,51 @@
     for (const [name, value] of new FormData($("#overview-form"))) if (String(value).trim()) params.set(name, String(value).trim());
     const result = await api("GET", `/v1/reports/findings?${params}`);
     const box = $("#overview");
+    dropOverviewCharts();
     if (!result.ok) {
       clear(box, el("p", { class: "error", text: `The report could not be read: ${problem(result)}` }));
       return;
     }
     const r = result.data;
-    const group = (title, key, withMoney) => el("section", { "aria-label": title }, el("h2", { text: title }),
-      bars(r.by[key] || [], title),
-      table([key[0].toUpperCase() + key.slice(1), { label: "Findings", num: true }, { label: "Entries", num: true }, ...(withMoney ? ["Write-down"] : [])],
-        (r.by[key] || []).map((g) => [show(g.key), g.findings, g.entries, ...(withMoney ? [money(g.write_down)] : [])])));
+    const draws = [];
+    const section = (title, chart, body) => {
+      draws.push(chart.draw);
+      return el("section", { "aria-label": title }, el("h2", { text: title }), chart.box, body);
+    };
+    const count = [{ name: "Findings" }];
+    const group = (title, key) => {
+      const groups = r.by[key] || [];
+      const picked = key === "month" ? groups.slice(-CHART_BARS) : groups.slice(0, CHART_BARS); // the latest months
+      return section(title,
+        barChart(`Findings ${title.toLowerCase()}`, picked.map((g) => ({ label: g.key, figures: [String(g.findings)] })),
+          count, groups.length, true),
+        groups.length ? table([key[0].toUpperCase() + key.slice(1), { label: "Findings", num: true }, { label: "Entries", num: true }],
+          groups.map((g) => [show(g.key), g.findings, g.entries]))
+          : el("p", { text: "No findings in this window." }));
+    };
+
+    // Write-downs: what each rule proposes, one bar per currency it proposes in (negative: the bill goes down).
+    const proposing = (r.by.rule || []).filter((g) => Object.keys(g.write_down || {}).length);
+    const currencies = [...new Set(proposing.flatMap((g) => Object.keys(g.write_down)))].sort();
+    const writeDowns = section("Write-downs",
+      barChart("Write-downs proposed per rule", proposing.slice(0, CHART_BARS).map((g) => ({
+        label: g.key, figures: currencies.map((c) => g.write_down[c] ?? null) })),
+      currencies.map((c) => ({ name: c })), proposing.length, false),
+      [el("p", { text: `Proposed: ${money(r.write_downs.proposed.amount)} over ${r.write_downs.proposed.findings} findings. `
+        + `Made by reviewers: ${money(r.write_downs.reviewed.amount)} in ${r.write_downs.reviewed.actions} adjustments.` }),
+      proposing.length ? table(["Rule", { label: "Findings", num: true }, "Write-down proposed"],
+        proposing.map((g) => [show(g.key), g.findings, money(g.write_down)]))
+        : el("p", { text: "No rule proposes a write-down in this window." })]);
+
+    const rejections = r.portal_rejections;
+    const rejected = section("Portal rejections by reason",
+      barChart("Portal rejections by reason", rejections.slice(0, CHART_BARS).map((p) => ({
+        label: p.reason_code ? `${p.reason_code} ${p.reason}` : p.reason, figures: [String(p.count)] })),
+      [{ name: "Rejections" }], rejections.length, true),
+      rejections.length ? table(["Reason", "Code", "Kind", { label: "Count", num: true }, "Amount"],
+        rejections.map((p) => [p.reason, show(p.reason_code), p.kind, p.count, money(p.amount)]))
+        : el("p", { text: "No portal rejections in this window." }));
+
     clear(box,
       el("div", { class: "kpis" },
         el("div", {}, el("strong", { text: r.entries }), "entries"),
@@ -840,11 +900,9 @@
         el("div", {}, el("strong", { text: money(r.write_downs.reviewed.amount) }), "written down by reviewers"),
         el("div", {}, el("strong", { text: show(r.billed.clean_share) }), "billed clean")),
       el("div", { class: "overview-grid", id: "overview-groups" },
-        group("By rule", "rule", true), group("By client", "client"), group("By timekeeper", "timekeeper"),
-        el("section", { "aria-label": "Portal rejections by reason" }, el("h2", { text: "Portal rejections by reason" }),
-          r.portal_rejections.length ? table(["Reason", "Code", "Kind", { label: "Count", num: true }, "Amount"],
-            r.portal_rejections.map((p) => [p.reason, show(p.reason_code), p.kind, p.count, money(p.amount)]))
-            : el("p", { text: "No portal rejections in this window." }))));
+        group("By rule", "rule"), group("By client", "client"), group("By timekeeper", "timekeeper"),
+        group("By month", "month"), writeDowns, rejected));
+    for (const draw of draws) draw(); // now that the canvases are in the page and have their size
   }
 
   // Keyboard -----------------------------------------------------------------------------------------------------

@@ -348,16 +348,106 @@ def test_a_rule_author_sees_problems_by_position_and_backtests_a_draft(new_page:
     expect(page.locator("#flash")).to_contain_text("is now shadow")
 
 
+# What the overview's charts hold, read back from Chart.js: one record per canvas, with how many of its pixels are
+# drawn on (a chart that never drew has none) and the colours it was given.
+CHARTS = """() => Array.from(document.querySelectorAll('#overview-groups canvas')).map((canvas) => {
+  const chart = window.Chart.getChart(canvas);
+  const pixels = canvas.getContext('2d').getImageData(0, 0, canvas.width, canvas.height).data;
+  let inked = 0;
+  for (let i = 3; i < pixels.length; i += 4) if (pixels[i]) inked += 1;
+  return { section: canvas.closest('section').getAttribute('aria-label'), role: canvas.getAttribute('role'),
+           name: canvas.getAttribute('aria-label'), drawn: Boolean(chart), inked,
+           type: chart && chart.config.type, axis: chart && chart.options.indexAxis,
+           animation: chart ? chart.options.animation : null, labels: chart ? chart.data.labels : [],
+           series: chart ? chart.data.datasets.map((d) => d.label) : [],
+           data: chart ? chart.data.datasets.map((d) => d.data) : [],
+           bars: chart ? chart.data.datasets.map((d) => d.backgroundColor) : [],
+           ink: chart ? [chart.options.scales.x.ticks.color, chart.options.scales.y.ticks.color] : [] };
+})"""
+LIVE_CHARTS = "() => Object.keys(window.Chart.instances).length"
+
+
+def contrast_on_white(colour: str) -> float:
+    """WCAG 2 contrast of a #rrggbb colour against white."""
+    def channel(v: int) -> float:
+        c = v / 255
+        return c / 12.92 if c <= 0.03928 else ((c + 0.055) / 1.055) ** 2.4
+    r, g, b = (int(colour[i:i + 2], 16) for i in (1, 3, 5))
+    return 1.05 / (0.2126 * channel(r) + 0.7152 * channel(g) + 0.0722 * channel(b) + 0.05)
+
+
 def test_the_findings_overview(new_page: Any, site: Site) -> None:
     page = new_page()
     sign_in(page, site, "viewer")
     page.get_by_role("link", name="Overview").click()
     groups = page.locator("#overview-groups")
     expect(groups.get_by_role("heading", name="By rule")).to_be_visible()
-    expect(groups.locator("section", has_text="By rule").locator("table")).to_contain_text("ACME-RATE-001")
-    expect(groups.locator("svg").first).to_have_attribute("aria-label", re.compile("ACME-RATE-001"))
+    by_rule = groups.get_by_role("region", name="By rule", exact=True)
+    expect(by_rule.locator("table")).to_contain_text("ACME-RATE-001")
+    expect(by_rule.locator("canvas")).to_be_visible()
+    assert page.evaluate("() => typeof window.Chart") == "function"  # the shipped library, loaded before app.js
+
+    # Every chart is a Chart.js horizontal bar chart, drawn at once (no animation), read as one named image.
+    charts = {c["section"]: c for c in page.evaluate(CHARTS)}
+    assert set(charts) == {"By rule", "By client", "By timekeeper", "By month", "Write-downs"}  # no rejections yet
+    for section, chart in charts.items():
+        assert chart["drawn"] and chart["type"] == "bar" and chart["axis"] == "y", section
+        assert chart["animation"] is False and chart["inked"] > 0, section
+        assert chart["role"] == "img" and chart["name"], section
+        assert all(contrast_on_white(c) >= 4.5 for c in chart["bars"] + chart["ink"]), (section, chart)
+    assert page.evaluate(LIVE_CHARTS) == len(charts)
+
+    # A chart shows the first ten groups of its table, with the same figures; its name reads them out.
+    table = by_rule.locator("table tbody tr").evaluate_all(
+        "rows => rows.map((r) => [r.cells[0].textContent, Number(r.cells[1].textContent)])")
+    rule = charts["By rule"]
+    assert [list(pair) for pair in zip(rule["labels"], rule["data"][0], strict=True)] == table[:10]
+    assert rule["name"].startswith("Findings by rule: ") and f"{table[0][0]} {table[0][1]}" in rule["name"]
+    months = groups.get_by_role("region", name="By month").locator("tbody tr td:first-child").all_text_contents()
+    assert charts["By month"]["labels"] == months[-10:]  # the latest months
+    downs = charts["Write-downs"]  # what each rule proposes, in the seed's one currency: negative, the bill goes down
+    assert downs["series"] == ["USD"] and "ACME-RATE-001" in downs["labels"] and all(v < 0 for v in downs["data"][0])
+    expect(groups.get_by_role("region", name="Write-downs").locator("table")).to_contain_text("ACME-RATE-001")
     page.screenshot(path=SHOTS / "overview.png", full_page=True)
 
+    # Drawn again for a window without findings: the old charts are destroyed, and the tables say there is nothing.
+    form = page.locator("#overview-form")
+    form.get_by_label("From").fill("2099-01-01")
+    form.get_by_role("button", name="Show").click()
+    expect(by_rule).to_contain_text("No findings in this window.")
+    expect(groups.locator("canvas")).to_have_count(0)
+    assert page.evaluate(LIVE_CHARTS) == 0
+
+    # Rejections by reason, and write-downs in two currencies (the API's answer amended on its way to the page):
+    # one bar per currency, sorted by currency, and the portal's reasons with their codes.
+    def amended(route: Any) -> None:
+        response = route.fetch()
+        body = response.json()
+        body["portal_rejections"] = [
+            {"reason_code": "VAGUE", "reason": "Description too vague", "kind": "rejected", "count": 3,
+             "amount": {"USD": "120.75"}},
+            {"reason_code": None, "reason": "Other", "kind": "cut", "count": 1, "amount": {}}]
+        for group in body["by"]["rule"]:
+            if group["write_down"]:
+                group["write_down"]["EUR"] = "-10.00"
+        route.fulfill(response=response, json=body)
+
+    page.route("**/v1/reports/findings?*", amended)
+    form.get_by_label("From").fill("")
+    form.get_by_role("button", name="Show").click()
+    rejections = groups.get_by_role("region", name="Portal rejections by reason")
+    expect(rejections.locator("canvas")).to_be_visible()
+    charts = {c["section"]: c for c in page.evaluate(CHARTS)}
+    assert len(charts) == 6 and page.evaluate(LIVE_CHARTS) == 6
+    refused = charts["Portal rejections by reason"]
+    assert refused["labels"] == ["VAGUE Description too vague", "Other"] and refused["data"] == [[3, 1]]
+    assert refused["name"] == "Portal rejections by reason: VAGUE Description too vague 3, Other 1"
+    downs = charts["Write-downs"]
+    assert downs["series"] == ["EUR", "USD"] and all(v == -10 for v in downs["data"][0])
+    assert "-10.00 EUR and -" in downs["name"]
+    assert len(set(downs["bars"])) == 2  # the currencies in different colours, told apart by the legend
+    page.unroute("**/v1/reports/findings?*")
+    page.screenshot(path=SHOTS / "overview-rejections.png", full_page=True)
 
 
 def test_billing_previews_builds_and_reads_the_ledes_file(new_page: Any, site: Site) -> None:
@@ -547,7 +637,7 @@ A11Y_CHECK = """() => {
   for (const e of document.querySelectorAll("img")) {
     if (shown(e) && !e.hasAttribute("alt")) problems.push(`image without alt text: ${describe(e)}`);
   }
-  for (const e of document.querySelectorAll("svg")) {
+  for (const e of document.querySelectorAll("svg, canvas")) {
     if (shown(e) && e.getAttribute("aria-hidden") !== "true" && !(e.getAttribute("role") === "img" && nameOf(e))) {
       problems.push(`graphic without a text alternative: ${describe(e)}`);
     }
@@ -645,7 +735,8 @@ def test_the_views_pass_an_automated_accessibility_check(new_page: Any, site: Si
     check("rule sets")
 
     page.get_by_role("link", name="Overview").click()
-    expect(page.locator("#overview-groups svg").first).to_be_visible()
+    expect(page.locator("#overview-groups canvas").first).to_be_visible()
+    assert page.evaluate("() => document.querySelectorAll('#overview-groups svg').length") == 0  # Chart.js draws
     check("overview")
 
     page.get_by_role("link", name="Invoices").click()

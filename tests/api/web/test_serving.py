@@ -12,7 +12,8 @@ from api.app import API_CSP, DOCS_CSP, PAGE_CSP
 from tests.api.conftest import World
 
 ASSETS = {"/ui/static/app.js": "text/javascript", "/ui/static/app.css": "text/css",
-          "/ui/static/favicon.svg": "image/svg+xml"}
+          "/ui/static/favicon.svg": "image/svg+xml", "/ui/static/chart.umd.min.js": "text/javascript",
+          "/ui/static/chart.js.LICENSE.txt": "text/plain"}
 
 
 def media(response) -> str:  # type: ignore[no-untyped-def]
@@ -27,7 +28,8 @@ def test_the_page_is_served_at_the_root_with_its_own_policy(world: World) -> Non
     assert response.headers["x-frame-options"] == "DENY" and response.headers["x-content-type-options"] == "nosniff"
     html = response.text
     scripts = re.findall(r"<script\b[^>]*>", html)
-    assert scripts == ['<script src="/ui/static/app.js" defer>'], scripts  # no inline script
+    assert scripts == ['<script src="/ui/static/chart.umd.min.js" defer>',  # first: deferred scripts run in order
+                       '<script src="/ui/static/app.js" defer>'], scripts  # no inline script
     assert not re.search(r"\sstyle=|\son[a-z]+=", html), "inline styles or handlers would need 'unsafe-inline'"
     assert not re.search(r"(src|href)=\"(https?:)?//", html), "every asset comes from ocgate itself"
 
@@ -48,6 +50,27 @@ def test_the_policy_allows_nothing_from_elsewhere_and_no_eval() -> None:
     script = (web.STATIC / "app.js").read_text()
     for risky in ("eval(", "new Function", "innerHTML", "outerHTML", "insertAdjacentHTML", "document.write"):
         assert risky not in script, risky
+
+
+def test_the_charting_library_is_shipped_and_served_from_the_page_origin(world: World) -> None:
+    response = world.client.get("/ui/static/chart.umd.min.js")
+    assert response.status_code == 200
+    assert media(response) == "text/javascript"
+    assert response.headers["x-content-type-options"] == "nosniff"  # so the type above is the one that counts
+    policy = response.headers["content-security-policy"]
+    assert policy == PAGE_CSP.decode()
+    directives = dict(part.strip().split(" ", 1) for part in policy.split(";"))
+    assert directives["script-src"] == "'self'" and directives["default-src"] == "'none'"
+    assert directives["connect-src"] == "'self'" and directives["img-src"] == "'self'"
+    script = response.text
+    assert script.startswith("/*!\n * Chart.js v4.") and "window.Chart=" in script  # the UMD build: a global
+    for risky in ("eval(", "new Function"):  # the policy has no 'unsafe-eval': the library must not need it
+        assert risky not in script, risky
+    notice = world.client.get("/ui/static/chart.js.LICENSE.txt")
+    assert notice.status_code == 200 and media(notice) == "text/plain"
+    version = re.search(r"Chart\.js v(\d+\.\d+\.\d+)", script)
+    assert version and notice.text.startswith(f"Chart.js {version[1]},"), "the notice names the shipped version"
+    assert "MIT License" in notice.text and "Copyright (c) 2014-2024 Chart.js Contributors" in notice.text
 
 
 @pytest.mark.parametrize("path", ["/ui/static/nothing.js", "/ui/static/index.html.bak", "/ui/static/..%2F__init__.py",
