@@ -11,7 +11,7 @@ from typing import Any
 
 from fastapi.routing import APIRoute, iter_route_contexts
 from fastapi.testclient import TestClient
-from sqlalchemy import event, select
+from sqlalchemy import event, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from api.app import create_app
@@ -112,6 +112,22 @@ def test_each_role_may_do_only_its_own_work(world: World) -> None:
 
 
 # The queue --------------------------------------------------------------------------------------------
+
+def test_a_text_longer_than_its_column_is_a_422_naming_the_field(world: World) -> None:
+    """Every text an entry brings fits the column that keeps it: a longer one is refused at the edge, by name,
+    and the batch writes nothing (before this, an 11-character task code was a 500 on PostgreSQL)."""
+    with world.sessions() as session:
+        before = session.scalar(select(func.count()).select_from(EntryRow))
+    for field, value in (("utbms_task_code", "L" * 11), ("ledes_client_id", "C" * 61), ("source_system", "s" * 41),
+                         ("timekeeper_name", "n" * 121), ("currency", "U" * 17)):
+        batch = as_json([recent("fits"), recent("too-long")])
+        batch[1][field] = value
+        error = error_of(world.post("/v1/entries", "connector", json=batch), 422, "invalid_request")
+        assert [d["where"] for d in error["details"]] == [f"body.1.{field}"], error
+        assert "at most" in error["details"][0]["message"]
+    with world.sessions() as session:
+        assert session.scalar(select(func.count()).select_from(EntryRow)) == before
+
 
 def test_the_queue_holds_every_state_waiting_for_review_by_default(world: World) -> None:
     assert sorted(queue(world)) == sorted(WAITING)
