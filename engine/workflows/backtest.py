@@ -603,20 +603,6 @@ def _canonical_entries(entries: Sequence[Any], ruleset: RuleSet) -> Sequence[Any
     return mapping(entries, ruleset) if mapping is not None else entries
 
 
-def _entry_hits(rules: RuleSet, entries: Sequence[_Light], ctx: EvaluationContext) -> list[tuple[int, str]]:
-    """(position in ``entries``, rule id) for each per-entry rule of ``rules`` an entry breaks."""
-    compiled = compile_ruleset(rules)
-    ids = [c.rule.id for c in compiled.rules]
-    check = compiled.check
-    hits = []
-    mapped = _canonical_entries(entries, rules)
-    for k, e in enumerate(mapped):
-        if rules.applies_to(e):
-            for position in check(e, ctx):
-                hits.append((k, ids[position]))
-    return hits
-
-
 _FULL = object()  # a write-down that reads a field the backtest did not fetch: the record is read in full
 
 
