@@ -868,19 +868,8 @@ def _count_checked(session: Session, ruleset: RuleSet, window: Window, table: An
     """Entries in the window the rule set governs (``RuleSet.applies_to``: clients, matters and work dates,
     all of them columns), counted by the database (in ``entries``, or ``entry_facts`` when given)."""
     t = EntryRow.__table__ if table is None else table
-    terms = _filters(window, [], table)
-    if ruleset.clients:
-        clients = sorted(ruleset.clients)
-        terms.append(or_(t.c.ledes_client_id.in_(clients), t.c.client_source_id.in_(clients)))
-    if ruleset.matters:
-        matters = sorted(ruleset.matters)
-        terms.append(or_(t.c.law_firm_matter_id.in_(matters), t.c.client_matter_id.in_(matters),
-                         t.c.matter_source_id.in_(matters)))
-    if ruleset.effective_from is not None:
-        terms.append(_day_of_row(t) >= ruleset.effective_from)
-    if ruleset.effective_to is not None:
-        terms.append(_day_of_row(t) <= ruleset.effective_to)
-    return int(session.scalar(select(func.count()).select_from(t).where(*terms)) or 0)
+    return int(session.scalar(select(func.count()).select_from(t)
+                              .where(*_filters(window, [], table), _governed(ruleset, t))) or 0)
 
 
 def _entry_pass(session: Session, result: Backtest, tally: _Tally, after: _Side, before: _Side | None,
