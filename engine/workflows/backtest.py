@@ -517,25 +517,18 @@ class _Reader:
 
     def light(self, row: Sequence[Any]) -> _Light:
         values = {"entry_id": row[0], "entry_uid": row[1]}
-        for (name, convert, default), value in zip(self.column_plan, row[self.offset:self.json_at], strict=True):
-            if value is None:
-                values[name] = default
-            elif convert is None:
-                values[name] = value
-            else:
-                values[name] = convert(value)
+        _typed(values, self.column_plan, row[self.offset:self.json_at])
         if self.fields:
-            raw = row[self.json_at:] if self.postgres else orjson.loads(row[self.json_at])
-            for (name, convert, default), value in zip(self.plan, raw, strict=False):
-                if value is None:
-                    values[name] = default
-                elif convert is None:
-                    values[name] = value
-                else:
-                    values[name] = convert(value)
+            _typed(values, self.plan, row[self.json_at:] if self.postgres else orjson.loads(row[self.json_at]))
         light = _Light.__new__(_Light)
         light.__dict__ = values
         return light
+
+
+def _typed(values: dict[str, Any], plan: Sequence[tuple[str, Any, Any]], raw: Iterable[Any]) -> None:
+    """Each (field, converter, default) of ``plan`` with its raw value: the default for None, else converted."""
+    for (name, convert, default), value in zip(plan, raw, strict=False):
+        values[name] = default if value is None else value if convert is None else convert(value)
 
 
 def _facts_complete(session: Session, window: Window) -> bool:
