@@ -29,11 +29,12 @@ from schemathesis.specs.openapi.checks import (
     response_schema_conformance,
     status_code_conformance,
 )
+from sqlalchemy import Engine, Integer, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from api.app import create_app
 from engine.store.db import make_engine, session_factory, transaction, upgrade
-from engine.store.models import RuleSetStatus
+from engine.store.models import Base, RuleSetStatus
 from engine.workflows.keys import Role, create_key
 from engine.workflows.rulesets import add_ruleset_version
 from tests.api.conftest import ACME_TEXT, seed
@@ -59,6 +60,40 @@ class Target:
     app: FastAPI
     sessions: sessionmaker[Session]
     keys: dict[str, str]  # role name -> full key text
+    seeded: Snapshot
+
+
+@dataclass
+class Snapshot:
+    """Every row of every table, so a store can be put back as it was: the stateful phase starts each scenario
+    from the seeded store, because hypothesis replays a scenario to shrink it and needs the same answers (and so
+    the same links to follow) every time."""
+
+    rows: dict[str, list[dict[str, Any]]]
+
+    @classmethod
+    def take(cls, engine: Engine) -> Snapshot:
+        with engine.connect() as connection:
+            return cls({table.name: [dict(row) for row in connection.execute(select(table)).mappings()]
+                        for table in Base.metadata.sorted_tables})
+
+    def restore(self, engine: Engine) -> None:
+        tables = Base.metadata.sorted_tables
+        with engine.begin() as connection:
+            for table in reversed(tables):
+                connection.execute(table.delete())
+            for table in tables:
+                if self.rows[table.name]:
+                    connection.execute(table.insert(), self.rows[table.name])
+            if engine.dialect.name == "postgresql":  # ids go on from where the seed left them, as on SQLite
+                for table in tables:
+                    for column in table.primary_key.columns:
+                        if column.autoincrement is True or (column.autoincrement == "auto"
+                                                            and isinstance(column.type, Integer)):
+                            connection.execute(text(
+                                "SELECT setval(pg_get_serial_sequence(:t, :c), coalesce(max(" + column.name
+                                + "), 0) + 1, false) FROM " + table.name + " WHERE pg_get_serial_sequence(:t, :c)"
+                                " IS NOT NULL"), {"t": table.name, "c": column.name})
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
@@ -77,7 +112,7 @@ def target(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
             add_ruleset_version(session, ACME_TEXT, status=RuleSetStatus.ACTIVE, created_by="seed")
             keys = {name: create_key(session, name=name, role=role)[1] for name, role in ROLES.items()}
             seed(session)
-        yield Target(app=create_app(sessions=sessions), sessions=sessions, keys=keys)
+        yield Target(app=create_app(sessions=sessions), sessions=sessions, keys=keys, seeded=Snapshot.take(engine))
         engine.dispose()
     finally:
         for _ in urls:  # drops the PostgreSQL database
@@ -111,6 +146,9 @@ def test_stateful_links(target: Target) -> None:
     seen: collections.Counter[tuple[str, int]] = collections.Counter()
 
     class Machine(base):  # type: ignore[misc, valid-type]
+        def setup(self) -> None:
+            target.seeded.restore(target.sessions.kw["bind"])
+
         def get_call_kwargs(self, case: Any) -> dict[str, Any]:
             return {"app": target.app, "headers": bearer(target.keys["admin"]), "timeout": TIMEOUT}
 
