@@ -10,7 +10,8 @@ prints figures and asserts nothing. For each database it:
    report reads these);
 2. in a child process each (so each peak RSS is the backtest's own), times:
    (a) a draft that lowers one rate cap and adds one narrative rule, against the active version, over every
-       entry; (b) a brand-new rule set (another id: nothing stored to reuse), over every entry;
+       entry; (b) a brand-new rule set (another id: nothing stored to reuse), over every entry; (c) a draft that
+       adds a monthly budget per matter and an attendance limit (read in full, a matter at a time);
    (naive) the backtest as it was before: every record read as an Entry, both versions evaluated whole,
        on the first ``--naive`` entries and extrapolated to ``count``.
 
@@ -297,6 +298,19 @@ def draft_one_cap_one_narrative(active_text: str) -> str:
     return yaml.safe_dump(doc, sort_keys=False)
 
 
+def staffing_and_budgets(active_text: str) -> str:
+    """The active rules plus a monthly fee budget per matter and an attendance limit: rules over a matter's
+    history, which the backtest reads in full, a matter at a time."""
+    doc = yaml.safe_load(active_text)
+    doc["rules"] += [
+        {"id": "ACME-BUDGET-900", "title": "Monthly fees per matter", "type": "budget", "severity": "warning",
+         "params": {"warn_at": 0.9, "budgets": [{"per": "month", "amount": 40000}]}},
+        {"id": "ACME-STAFF-900", "title": "Two timekeepers per event", "type": "attendance_limit",
+         "severity": "warning", "params": {"max_timekeepers": 2, "activity_codes": ["A103", "A105", "A109"],
+                                           "events": ["conference", "deposition", "hearing", "trial"]}}]
+    return yaml.safe_dump(doc, sort_keys=False)
+
+
 def brand_new(active_text: str) -> str:
     doc = yaml.safe_load(active_text)
     doc["id"] = "acme-corp-ocg-next"
@@ -318,7 +332,8 @@ def measure(url: str, mode: str, limit: int) -> dict[str, Any]:
     with transaction(sessions) as session:
         active = session.scalar(select(RuleSetVersion).where(RuleSetVersion.status == RuleSetStatus.ACTIVE))
         assert active is not None
-        text_ = draft_one_cap_one_narrative(active.yaml_text) if mode != "new" else brand_new(active.yaml_text)
+        drafts = {"new": brand_new, "staffing": staffing_and_budgets}
+        text_ = drafts.get(mode, draft_one_cap_one_narrative)(active.yaml_text)
         draft_id = add_ruleset_version(session, text_, created_by="bench").id
     before = max_rss_mb()
     started = time.perf_counter()
@@ -358,6 +373,7 @@ def report(label: str, url: str, count: int, naive: int) -> None:
     print(f"{label}: load average {load_average()}")
     rows = [("(a) one rate cap + one narrative rule", child(url, "draft")),
             ("(b) brand-new rule set, nothing stored", child(url, "new")),
+            ("(c) a budget and an attendance limit added", child(url, "staffing")),
             (f"naive, first {naive:,} entries", child(url, "naive", naive))]
     for name, r in rows:
         if "error" in r:

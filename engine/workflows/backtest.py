@@ -31,8 +31,11 @@ judged as it was billed. It is worked out doing less than that, and never holdin
   ``age_days`` or ``outside_billing_period``, are evaluated.
 - **Aggregates by group.** ``daily_hours_cap`` and ``duplicate`` group a timekeeper's time by day: their
   entries are streamed ordered by (timekeeper, work date, id) from ``entry_facts`` through its index (from the
-  entries when the copy is incomplete), and each chunk holds whole days. Any other
-  aggregate type is evaluated over the whole window at once, with full entries (memory grows with the window).
+  entries when the copy is incomplete), and each chunk holds whole days. ``attendance_limit`` and ``budget``
+  group within a matter: their entries are streamed ordered by (matter, work date, id) and read in full a chunk of
+  whole matter-days at a time; a budget's running totals go from one chunk to the next as the totals intake
+  carries in from stored history (``Carried``), kept for the one matter that can go on. An aggregate type of
+  neither kind would be evaluated over the whole window at once (none is registered).
 
 Money and hours stay ``Decimal`` in every count and write-down: the stored decimal text (or PostgreSQL's
 ``numeric``) becomes a ``Decimal``, and the database never adds them up here. SQLite compares decimals as REAL
@@ -70,6 +73,7 @@ from engine.rules.features import DATE, DERIVED_FUNCTIONS, ENTRY_FIELD_TYPES, Ev
 from engine.rules.ruleset import Rule, RuleSet
 from engine.rules.types import type_of
 from engine.rules.types.base import RuleType
+from engine.rules.types.staffing import BudgetRule, Carried, charged
 from engine.store.models import (
     FACT_FIELDS,
     EntryFacts,
@@ -93,6 +97,9 @@ NEWLY, NO_LONGER = "newly flagged", "no longer flagged"
 # Aggregate types whose groups are one timekeeper's time entries on one day (``aggregates.timekeeper_days``):
 # these are evaluated chunk by chunk over entries ordered by timekeeper and date.
 DAY_GROUPED = frozenset({"daily_hours_cap", "duplicate"})
+# Aggregate types whose groups stay within one matter (an event is a matter's day; a budget's totals are a
+# matter's): these are evaluated chunk by chunk over entries ordered by matter and date, budgets' totals carried.
+MATTER_GROUPED = frozenset({"attendance_limit", "budget"})
 # What ``timekeeper_days`` reads of an entry (and the grouping key).
 DAY_FIELDS = frozenset({"entry_kind", "hours_billed", "billable", "no_charge", "timekeeper_source_id",
                         "timekeeper_ledes_id", "timekeeper_name", "utbms_task_code", "narrative", "work_date"})
@@ -1221,51 +1228,160 @@ def _day_of(e: _Light) -> tuple[str | None, dt.date]:
 
 def _whole_pass(session: Session, result: Backtest, tally: _Tally, after: _Side, before: _Side | None,
                 window: Window, scopes: list[RuleSet], ctx: EvaluationContext, progress: Progress | None) -> None:
-    """Aggregate types this module cannot group: the whole window at once, full entries, with ``evaluate``."""
+    """The other changed aggregates. Those whose groups stay within a matter (``MATTER_GROUPED``) are judged
+    chunk by chunk over the entries ordered by matter, work date and id (:func:`_matter_chunks`: memory bounded
+    by the chunk, budgets' totals carried from chunk to chunk); any other type over the whole window at once."""
+    sides = [side for side in (after, before) if side is not None and side.whole_rules is not None]
+    if all(rule.type in MATTER_GROUPED for side in sides for rule in side.whole_rules.rules):  # type: ignore[union-attr]
+        total = _count(session, _matter_query(window, scopes)) if progress is not None else 0
+        done = 0
+        carries = [_Carry(side.ruleset, side.whole_rules) for side in sides]  # type: ignore[arg-type]
+        for chunk in _matter_chunks(session, window, scopes):
+            flags: dict[tuple[int, str], list[bool]] = {}
+            entries = [entry for _, entry in chunk]
+            for side, carry in zip(sides, carries, strict=True):
+                for v in engine_evaluate.evaluate(entries, side.whole_rules, context=ctx,  # type: ignore[arg-type]
+                                                  backend="python", statuses=("active",), carried=carry.before(chunk)):
+                    flags.setdefault((v.entry_index, v.rule_id), [False, False])[0 if side is after else 1] = True
+                carry.after(chunk)
+            for (k, rule_id), (mine, theirs) in sorted(flags.items()):
+                if rule_id in tally.diffs:
+                    tally.pair(rule_id, chunk[k][0], entries[k].entry_uid, theirs, mine)
+            result.entries_read += len(chunk)
+            result.entries_read_in_full += len(chunk)
+            done += len(chunk)
+            if progress is not None:
+                progress("matter aggregates", done, total)
+        return
     ids: list[int] = []
     for rows in _stream(session, select(EntryRow.id).where(*_filters(window, scopes)).order_by(EntryRow.id)):
         ids.extend(r[0] for r in rows)
     full = _records(session, ids)
-    entries = [full[i] for i in ids]
-    result.entries_read += len(entries)
-    result.entries_read_in_full += len(entries)
-    flags: dict[tuple[int, str], list[bool]] = {}
-    for side in (after, before):
-        if side is None or side.whole_rules is None:
-            continue
-        for v in engine_evaluate.evaluate(entries, side.whole_rules, context=ctx, backend="python",
-                                          statuses=("active",)):
-            flags.setdefault((v.entry_index, v.rule_id), [False, False])[0 if side is after else 1] = True
-    for (k, rule_id), (mine, theirs) in sorted(flags.items()):
+    everything = [full[i] for i in ids]
+    result.entries_read += len(everything)
+    result.entries_read_in_full += len(everything)
+    found: dict[tuple[int, str], list[bool]] = {}
+    for side in sides:
+        for v in engine_evaluate.evaluate(everything, side.whole_rules, context=ctx,  # type: ignore[arg-type]
+                                          backend="python", statuses=("active",)):
+            found.setdefault((v.entry_index, v.rule_id), [False, False])[0 if side is after else 1] = True
+    for (k, rule_id), (mine, theirs) in sorted(found.items()):
         if rule_id in tally.diffs:
-            tally.pair(rule_id, ids[k], entries[k].entry_uid, theirs, mine)
+            tally.pair(rule_id, ids[k], everything[k].entry_uid, theirs, mine)
     if progress is not None:
-        progress("other aggregates", len(entries), len(entries))
+        progress("other aggregates", len(everything), len(everything))
+
+
+def _matter_query(window: Window, scopes: Sequence[RuleSet], matter: str | None = None) -> Select[Any]:
+    t = EntryRow.__table__
+    query = select(t.c.id, t.c.law_firm_matter_id, t.c.work_date).where(*_filters(window, scopes),
+                                                                         t.c.law_firm_matter_id.isnot(None))
+    if matter is not None:
+        query = query.where(t.c.law_firm_matter_id == matter)
+    return query.order_by(t.c.law_firm_matter_id, t.c.work_date, t.c.id)
+
+
+def _matter_chunks(session: Session, window: Window, scopes: Sequence[RuleSet],
+                   matter: str | None = None) -> Iterator[list[tuple[int, Entry]]]:
+    """The entries in the window that have a matter (``MATTER_GROUPED`` types pass over the others), ordered by
+    matter, work date and id, read in full, in chunks of about ``CHUNK`` that each hold whole matter-days."""
+    pending: list[int] = []
+    last: tuple[Any, Any] | None = None
+    for rows in _stream(session, _matter_query(window, scopes, matter)):
+        for entry_id, matter_id, work_date in rows:
+            if len(pending) >= CHUNK and (matter_id, work_date) != last:
+                full = _records(session, pending)
+                yield [(i, full[i]) for i in pending]
+                pending = []
+            pending.append(entry_id)
+            last = (matter_id, work_date)
+    if pending:
+        full = _records(session, pending)
+        yield [(i, full[i]) for i in pending]
+
+
+@dataclass(frozen=True, slots=True)
+class _Counted:
+    """What ``BudgetRule.carried_sums`` reads of an entry."""
+
+    entry_kind: str
+    ledes_client_id: str | None
+    client_source_id: str | None
+    law_firm_matter_id: str | None
+    client_matter_id: str | None
+    matter_source_id: str | None
+    utbms_task_code: str | None
+    work_date: dt.date
+    charged: Decimal | None
+
+
+class _Carry:
+    """One side's budget totals from chunk to chunk of :func:`_matter_chunks`: only the last matter of a chunk
+    can go on in the next, so only its totals are kept (memory bounded by one matter's budget periods)."""
+
+    def __init__(self, ruleset: RuleSet, judged: RuleSet) -> None:
+        self.ruleset = ruleset
+        self.rules = [r for r in judged.rules if r.type == "budget"]
+        self.matter: str | None = None
+        self.sums: dict[str, dict[Any, Decimal]] = {r.id: {} for r in self.rules}
+
+    def before(self, chunk: Sequence[tuple[int, Entry]]) -> dict[str, Carried] | None:
+        """What the chunk's budgets start from: the totals of its first matter's earlier entries, if any."""
+        if not self.rules or not chunk or chunk[0][1].law_firm_matter_id != self.matter:
+            return None
+        assert self.matter is not None
+        since = {self.matter: chunk[0][1].work_date}
+        return {rule_id: Carried(since, dict(sums)) for rule_id, sums in self.sums.items()}
+
+    def after(self, chunk: Sequence[tuple[int, Entry]]) -> None:
+        if not self.rules or not chunk:
+            return
+        matter = chunk[-1][1].law_firm_matter_id
+        going_on = matter == self.matter
+        rows = [_Counted(e.entry_kind.value, e.ledes_client_id, e.client_source_id, e.law_firm_matter_id,
+                         e.client_matter_id, e.matter_source_id, e.utbms_task_code, e.work_date, charged(e, True))
+                for _, e in chunk if e.law_firm_matter_id == matter]
+        for rule in self.rules:
+            sums = self.sums[rule.id] if going_on else {}
+            for key, amount in BudgetRule().carried_sums(rule, self.ruleset, rows).items():
+                sums[key] = sums.get(key, Decimal(0)) + amount
+            self.sums[rule.id] = sums
+        self.matter = matter
 
 
 def _examples(session: Session, tally: _Tally, after: _Side, before: _Side | None, window: Window,
               ctx: EvaluationContext) -> list[Example]:
     """The examples kept, each explained by the version that flags it: evaluated again, in full, with the
-    entries it is judged with (the other entries of its day for a daily aggregate, the window for others)."""
+    entries it is judged with (the other entries of its day for a daily aggregate; its chunk of its matter, with
+    the totals carried into it, for attendance and budgets)."""
     kept = tally.examples()
     if not kept:
         return []
     out = []
     full = _records(session, sorted({entry_id for _, _, _, entry_id in kept}))
+    chunks: dict[tuple[str, str, str | None], dict[int, tuple[list[Entry], dict[str, Carried] | None]]] = {}
     for rule_id, change, uid, entry_id in kept:
         side = after if change == NEWLY else before
         assert side is not None
         rule = side.ruleset.rule(rule_id)
         entry = full[entry_id]
+        carried = None
         if not type_of(rule).aggregate:
             group = [entry]
         elif rule.type in DAY_GROUPED:
             group = _day_entries(session, entry_id, window)
+        elif rule.type in MATTER_GROUPED:
+            matter = entry.law_firm_matter_id
+            key = (change, rule_id, matter)
+            if key not in chunks:  # the kept examples of this side, rule and matter, in one reading of the matter
+                ids = {i for r, c, _, i in kept if (r, c) == (rule_id, change) and full[i].law_firm_matter_id == matter}
+                chunks[key] = _matter_chunks_of(session, side.ruleset, rule_id, matter, ids, window)  # type: ignore[arg-type]
+            group, carried = chunks[key][entry_id]
         else:
             group = _window_entries(session, window)
         found = None
         for v in engine_evaluate.evaluate(group, _subset(side.ruleset, [rule_id]), context=ctx, backend="python",
-                                          statuses=("active",)):
+                                          statuses=("active",), carried=carried):
             if v.entry_uid == uid:
                 found = v
                 break
@@ -1290,6 +1406,23 @@ def _day_entries(session: Session, entry_id: int, window: Window) -> list[Entry]
                                                     t.c.work_date == day, t.c.entry_kind == "time")
                            .order_by(t.c.id))
     return [Entry.model_validate(record) for (record,) in rows]
+
+
+def _matter_chunks_of(session: Session, ruleset: RuleSet, rule_id: str, matter: str, entry_ids: set[int],
+                      window: Window) -> dict[int, tuple[list[Entry], dict[str, Carried] | None]]:
+    """The chunks of a matter's entries that ``entry_ids`` are judged in by :func:`_whole_pass`, with the budget
+    totals carried into each (the matter's entries are read once more, a chunk at a time, up to the last)."""
+    carry = _Carry(ruleset, _subset(ruleset, [rule_id]))
+    found: dict[int, tuple[list[Entry], dict[str, Carried] | None]] = {}
+    for chunk in _matter_chunks(session, window, [ruleset], matter):
+        here = [i for i, _ in chunk if i in entry_ids]
+        if here:
+            judged = ([e for _, e in chunk], carry.before(chunk))
+            found.update(dict.fromkeys(here, judged))
+            if len(found) == len(entry_ids):
+                break
+        carry.after(chunk)
+    return found
 
 
 def _window_entries(session: Session, window: Window) -> list[Entry]:

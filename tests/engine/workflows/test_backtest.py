@@ -348,6 +348,49 @@ def test_a_lower_daily_cap_is_judged_over_whole_days_across_chunks(sessions: ses
         check_exact(result, reference(session, draft, active, backtests.Window(), INGESTED), 50)
 
 
+def test_attendance_and_budgets_are_judged_matter_by_matter_with_totals_carried_across_chunks(
+        sessions: sessionmaker[Session], small_chunks: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Budgets' running totals and events' attendees over a matter's history, read a few entries at a time: the
+    matters span many chunks, and no chunk is larger than the chunk size plus one matter-day."""
+    entries = list(generate(400, seed=11, days=30))
+    matter, count = Counter(e.law_firm_matter_id for e in entries).most_common(1)[0]
+    assert count > 5 * backtests.CHUNK
+    doc = yaml.safe_load((REPO / "rules" / "initech.yaml").read_text(encoding="utf-8"))
+    doc["applies_to"]["clients"] = ["ACME01"]
+    rules = {r["id"]: r for r in doc["rules"]}
+    rules["INI-BUDGET-001"]["params"]["budgets"] = [{"matter": matter, "amount": 150000},
+                                                    {"matter": matter, "phase": "L300", "amount": 8000}]
+    rules["INI-BUDGET-002"]["params"]["budgets"] = [{"per": "month", "amount": 40000}]
+    rules["INI-STAFF-002"]["params"]["events"] = ["conference", "deposition", "trial"]
+    rules["INI-STAFF-002"]["params"]["activity_codes"] = ["A105", "A103", "A101"]
+    active = stored_acme(sessions, entries, yaml.safe_dump(doc, sort_keys=False))
+    rules["INI-BUDGET-001"]["params"]["budgets"][0]["amount"] = 60000
+    rules["INI-BUDGET-001"]["params"]["warn_at"] = 0.5
+    rules["INI-BUDGET-002"]["params"]["budgets"] = [{"per": "quarter", "amount": 120000}]
+    rules["INI-STAFF-002"]["params"]["max_timekeepers"] = 2
+    read: list[int] = []
+    chunks = backtests._matter_chunks
+
+    def counted(*args: Any) -> Iterator[list[tuple[int, Entry]]]:
+        for chunk in chunks(*args):
+            read.append(len(chunk))
+            yield chunk
+    monkeypatch.setattr(backtests, "_matter_chunks", counted)
+    day_sizes = Counter((e.law_firm_matter_id, e.work_date) for e in entries)
+    with transaction(sessions) as session:
+        draft = add_ruleset_version(session, yaml.safe_dump(doc, sort_keys=False))
+        result = backtests.backtest(session, draft.id, context=INGESTED, examples=50)
+        assert {d.rule_id for d in result.rules} == {"INI-BUDGET-001", "INI-BUDGET-002", "INI-STAFF-002"}
+        assert result.newly_flagged.get("INI-BUDGET-001", 0) > backtests.CHUNK
+        assert result.no_longer_flagged.get("INI-BUDGET-002", 0) > backtests.CHUNK
+        assert result.no_longer_flagged.get("INI-STAFF-002", 0) > 0
+        check_exact(result, reference(session, draft, active, backtests.Window(), INGESTED), 50)
+        window = backtests.Window(dt.date(2026, 3, 3), dt.date(2026, 3, 20))
+        check_exact(backtests.backtest(session, draft.id, context=INGESTED, window=window, examples=3),
+                    reference(session, draft, active, window, INGESTED), 3)
+    assert len(read) > 20 and max(read) < backtests.CHUNK + max(day_sizes.values())
+
+
 def test_the_window_and_errors(sessions: sessionmaker[Session]) -> None:
     entries = list(generate(40, seed=2))
     active = stored_acme(sessions, entries)
