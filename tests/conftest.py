@@ -31,6 +31,13 @@ BUNDLED_RULES = REPO / "rules" / "acme-corp.yaml"
 AS_OF = dt.date(2026, 4, 6)
 CONTEXT = EvaluationContext(as_of=AS_OF)
 BACKENDS = ("python", "durable")
+def kill_rounds(default: int) -> int:
+    """How many times a kill test kills its sync: its own number, or ``OCGATE_TEST_KILLS`` (at least 2) where a
+    shorter run is wanted (CI's other Pythons: what is tested there is the interpreter, not more kill points)."""
+    wanted = os.environ.get("OCGATE_TEST_KILLS")
+    return max(2, int(wanted)) if wanted else default
+
+
 PG_ADMIN_URL = os.environ.get("OCGATE_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 CTX = EvaluationContext(as_of=dt.date(2026, 4, 6), period_start=dt.date(2026, 3, 1), period_end=dt.date(2026, 3, 31))
 

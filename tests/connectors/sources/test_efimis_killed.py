@@ -24,12 +24,13 @@ from sqlalchemy.orm import Session, sessionmaker
 from connectors.efimis.fake import running_fake_efimis
 from engine.store.models import EntryRow, SyncRun
 from engine.workflows import sources
+from tests.conftest import kill_rounds
 from tests.connectors.sources.test_efimis import SECRET_ENV, assert_mirrors, connected, live
 from tests.connectors.sources.test_sync_killed import _syncs_running
 
 pytestmark = pytest.mark.slow  # long, and no Python version changes it: CI runs it on the main Python only
 
-KILLS = 4
+KILLS = kill_rounds(4)
 
 
 def run_sync(env: dict[str, str], *extra: str) -> subprocess.Popen[bytes]:

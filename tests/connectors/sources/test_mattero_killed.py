@@ -18,12 +18,13 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from connectors.mattero.fake import running_fake_mattero
 from engine.store.models import EntryRow, SyncRun
+from tests.conftest import kill_rounds
 from tests.connectors.sources.test_mattero import KEY_ENV, connected
 from tests.connectors.sources.test_sync_killed import _syncs_running
 
 pytestmark = pytest.mark.slow  # long, and no Python version changes it: CI runs it on the main Python only
 
-KILLS = 5
+KILLS = kill_rounds(5)
 
 
 def run_sync(env: dict[str, str], *extra: str) -> subprocess.Popen[bytes]:

@@ -21,11 +21,12 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from connectors.clio.fake import running_fake_clio
 from engine.store.models import EntryRow, EntryState, SyncRun
+from tests.conftest import kill_rounds
 from tests.connectors.sources.test_clio import SECRET_ENV, assert_mirrors, connected
 
 pytestmark = pytest.mark.slow  # long, and no Python version changes it: CI runs it on the main Python only
 
-KILLS = 6
+KILLS = kill_rounds(6)
 
 
 def run_sync(env: dict[str, str], *extra: str) -> subprocess.Popen[bytes]:

@@ -25,12 +25,13 @@ from connectors.sources.sync import sync
 from connectors.trackops.fake import running_fake_trackops
 from engine.store.models import Connection, EntryRow, EntryState, ReviewAction, SyncRun
 from engine.workflows import sources
+from tests.conftest import kill_rounds
 from tests.connectors.sources.test_sync_killed import _syncs_running
 from tests.connectors.sources.test_trackops import BILLABLE, TOKEN_ENV, assert_mirrors, connected
 
 pytestmark = pytest.mark.slow  # long, and no Python version changes it: CI runs it on the main Python only
 
-ROUNDS = 5
+ROUNDS = kill_rounds(5)
 
 
 def run_sync(env: dict[str, str], *extra: str) -> subprocess.Popen[bytes]:
