@@ -60,7 +60,23 @@ from enum import Enum
 from typing import Any
 
 import orjson
-from sqlalchemy import Select, and_, case, exists, false, func, literal, or_, select, text, true, type_coerce
+from sqlalchemy import (
+    Float,
+    Select,
+    and_,
+    case,
+    cast,
+    exists,
+    false,
+    func,
+    literal,
+    or_,
+    select,
+    text,
+    true,
+    type_coerce,
+    union,
+)
 from sqlalchemy.orm import Session
 from sqlalchemy.types import NullType
 
@@ -103,6 +119,10 @@ MATTER_GROUPED = frozenset({"attendance_limit", "budget"})
 # What ``timekeeper_days`` reads of an entry (and the grouping key).
 DAY_FIELDS = frozenset({"entry_kind", "hours_billed", "billable", "no_charge", "timekeeper_source_id",
                         "timekeeper_ledes_id", "timekeeper_name", "utbms_task_code", "narrative", "work_date"})
+# What ``attendance_limit`` and ``budget`` read of an entry (``billed_amount``: amount, else quantity x rate).
+MATTER_FIELDS = frozenset({"entry_kind", "billable", "no_charge", "utbms_activity_code", "utbms_task_code",
+                           "law_firm_matter_id", "timekeeper_source_id", "timekeeper_ledes_id", "timekeeper_name",
+                           "narrative", "work_date", "rate", "amount", "quantity", "adjustment_amount"})
 APPLIES_FIELDS = frozenset({"ledes_client_id", "client_source_id", "law_firm_matter_id", "client_matter_id",
                             "matter_source_id", "work_date", "timekeeper_classification"})
 # What the write-downs the rule types propose read of an entry (one that reads another is read in full).
@@ -714,11 +734,13 @@ class _Aggregates:
         compiled = compile_ruleset(rules)
         self.scoped = [(rule, scope_predicate(compiled, rule, ctx)) for rule in compiled.aggregates]
 
-    def hits(self, entries: Sequence[Any]) -> Iterator[tuple[int, str]]:
+    def hits(self, entries: Sequence[Any], carried: dict[str, Any] | None = None) -> Iterator[tuple[int, str]]:
+        """(position, rule id) of each entry an aggregate rule flags; ``carried``: budget totals carried in (as
+        ``evaluate`` takes them)."""
         mapped = _canonical_entries(entries, self.rules)
         positions = [k for k, e in enumerate(mapped) if self.rules.applies_to(e)]
         applicable = [mapped[k] for k in positions]
-        cache: dict[object, object] = {}
+        cache: dict[object, object] = {("carried", rule_id): value for rule_id, value in (carried or {}).items()}
         for rule, scope in self.scoped:
             for hit in type_of(rule).evaluate_batch(rule, applicable, scope, cache):
                 for i in hit.indexes:
@@ -1181,6 +1203,10 @@ def _day_pass(session: Session, result: Backtest, tally: _Tally, after: _Side, b
         query = (reader.select().where(*_filters(window, scopes, t), t.c.entry_kind == "time",
                                        t.c.timekeeper_key.isnot(None))
                  .order_by(t.c.timekeeper_key, t.c.work_date, t.c.entry_id))
+        days = _suspect_days(session, [side.day_rules for side, _ in runners], window, scopes)
+        if days is not None:
+            query = query.join_from(t, days, and_(days.c.timekeeper_key == t.c.timekeeper_key,
+                                                  days.c.work_date == t.c.work_date))
     except _NotGroupable:
         reader = _Reader(session, fields)
         t = EntryRow.__table__
@@ -1222,6 +1248,47 @@ def _day_pass(session: Session, result: Backtest, tally: _Tally, after: _Side, b
             progress("daily aggregates", done, total)
 
 
+def _suspect_days(session: Session, rulesets: Sequence[RuleSet], window: Window,
+                  scopes: Sequence[RuleSet]) -> Any:
+    """The timekeeper-days where a changed daily aggregate may flag something on either side, found by the
+    database (``GROUP BY ... HAVING`` over ``entry_facts``), as a subquery of (timekeeper_key, work_date); None
+    when some rule cannot be told so (every day is read). A superset, so the Python judges decide:
+    - ``daily_hours_cap``: days whose billable time (charged, with hours) adds up to more than the lowest cap, each
+      entry's hours counted if positive, every scope and status ignored (a scoped total can only be smaller);
+    - ``duplicate``: days with two such entries of the same task code and hours (narratives not compared).
+    On SQLite decimals are summed and compared as REAL, within a margin far wider than a double's error."""
+    t = EntryFacts.__table__
+    pg = session.get_bind().dialect.name == "postgresql"
+    caps: list[Decimal] = []
+    duplicates = False
+    for ruleset in rulesets:
+        for rule in ruleset.rules:
+            if rule.type == "daily_hours_cap":
+                caps.append(Decimal(str(rule.params["max_hours"])))
+            elif rule.type == "duplicate":
+                duplicates = True
+            else:
+                return None
+    counted = and_(*_filters(window, scopes, t), t.c.entry_kind == "time", t.c.timekeeper_key.isnot(None),
+                   t.c.hours_billed.isnot(None), t.c.billable.is_(True),
+                   or_(t.c.no_charge.is_(None), t.c.no_charge.is_(False)))
+    hours = t.c.hours_billed if pg else cast(t.c.hours_billed, Float)
+    parts = []
+    if caps:
+        cap = min(caps)
+        total = func.sum(case((hours > (Decimal(0) if pg else 0.0), hours), else_=None))
+        parts.append(select(t.c.timekeeper_key, t.c.work_date).where(counted)
+                     .group_by(t.c.timekeeper_key, t.c.work_date)
+                     .having(total > (cap if pg else float(cap) - 1e-6 * max(1.0, float(cap)))))
+    if duplicates:
+        parts.append(select(t.c.timekeeper_key, t.c.work_date).where(counted)
+                     .group_by(t.c.timekeeper_key, t.c.work_date, t.c.utbms_task_code, hours)
+                     .having(func.count() > 1))
+    if not parts:
+        return None
+    return (union(*parts) if len(parts) > 1 else parts[0]).subquery("suspect_days")
+
+
 def _day_of(e: _Light) -> tuple[str | None, dt.date]:
     return (e.timekeeper_source_id or e.timekeeper_ledes_id or e.timekeeper_name, e.work_date)
 
@@ -1233,22 +1300,27 @@ def _whole_pass(session: Session, result: Backtest, tally: _Tally, after: _Side,
     by the chunk, budgets' totals carried from chunk to chunk); any other type over the whole window at once."""
     sides = [side for side in (after, before) if side is not None and side.whole_rules is not None]
     if all(rule.type in MATTER_GROUPED for side in sides for rule in side.whole_rules.rules):  # type: ignore[union-attr]
-        total = _count(session, _matter_query(window, scopes)) if progress is not None else 0
+        fields = set(APPLIES_FIELDS) | MATTER_FIELDS
+        runners = []
+        for side in sides:
+            compiled = compile_ruleset(side.whole_rules)  # type: ignore[arg-type]
+            for scope in compiled.scopes.values():
+                fields |= _node_fields(scope)
+            runners.append((side, _Aggregates(side.whole_rules, ctx),  # type: ignore[arg-type]
+                            _Carry(side.ruleset, side.whole_rules)))  # type: ignore[arg-type]
+        query, reader = _matter_light_query(session, fields, window, scopes)
+        total = _count(session, query) if progress is not None else 0
         done = 0
-        carries = [_Carry(side.ruleset, side.whole_rules) for side in sides]  # type: ignore[arg-type]
-        for chunk in _matter_chunks(session, window, scopes):
+        for chunk in _light_matter_chunks(session, query, reader):
             flags: dict[tuple[int, str], list[bool]] = {}
-            entries = [entry for _, entry in chunk]
-            for side, carry in zip(sides, carries, strict=True):
-                for v in engine_evaluate.evaluate(entries, side.whole_rules, context=ctx,  # type: ignore[arg-type]
-                                                  backend="python", statuses=("active",), carried=carry.before(chunk)):
-                    flags.setdefault((v.entry_index, v.rule_id), [False, False])[0 if side is after else 1] = True
+            for side, aggregates, carry in runners:
+                for k, rule_id in aggregates.hits(chunk, carry.before(chunk)):
+                    flags.setdefault((k, rule_id), [False, False])[0 if side is after else 1] = True
                 carry.after(chunk)
             for (k, rule_id), (mine, theirs) in sorted(flags.items()):
                 if rule_id in tally.diffs:
-                    tally.pair(rule_id, chunk[k][0], entries[k].entry_uid, theirs, mine)
+                    tally.pair(rule_id, chunk[k].entry_id, chunk[k].entry_uid, theirs, mine)
             result.entries_read += len(chunk)
-            result.entries_read_in_full += len(chunk)
             done += len(chunk)
             if progress is not None:
                 progress("matter aggregates", done, total)
@@ -1270,6 +1342,36 @@ def _whole_pass(session: Session, result: Backtest, tally: _Tally, after: _Side,
             tally.pair(rule_id, ids[k], everything[k].entry_uid, theirs, mine)
     if progress is not None:
         progress("other aggregates", len(everything), len(everything))
+
+
+def _matter_light_query(session: Session, fields: Iterable[str], window: Window,
+                        scopes: Sequence[RuleSet]) -> tuple[Select[Any], _Reader]:
+    """The light entries of the window that have a matter, ordered by matter, work date and id: from
+    ``entry_facts`` when it has every entry, else from the entries (columns and records)."""
+    if _facts_complete(session, window):
+        reader = _Reader(session, fields, facts=True)
+        t = reader.table
+        return (reader.select().where(*_filters(window, scopes, t), t.c.law_firm_matter_id.isnot(None))
+                .order_by(t.c.law_firm_matter_id, t.c.work_date, t.c.entry_id)), reader
+    reader = _Reader(session, fields, columns=True)
+    t = reader.table
+    return (reader.select().where(*_filters(window, scopes), t.c.law_firm_matter_id.isnot(None))
+            .order_by(t.c.law_firm_matter_id, t.c.work_date, t.c.id)), reader
+
+
+def _light_matter_chunks(session: Session, query: Select[Any], reader: _Reader) -> Iterator[list[_Light]]:
+    """Chunks of about ``CHUNK`` light entries, each holding whole matter-days."""
+    pending: list[_Light] = []
+    for rows in _stream(session, query):
+        for row in rows:
+            light = reader.light(row)
+            if (len(pending) >= CHUNK and (light.law_firm_matter_id, light.work_date)
+                    != (pending[-1].law_firm_matter_id, pending[-1].work_date)):
+                yield pending
+                pending = []
+            pending.append(light)
+    if pending:
+        yield pending
 
 
 def _matter_query(window: Window, scopes: Sequence[RuleSet], matter: str | None = None) -> Select[Any]:
@@ -1325,22 +1427,23 @@ class _Carry:
         self.matter: str | None = None
         self.sums: dict[str, dict[Any, Decimal]] = {r.id: {} for r in self.rules}
 
-    def before(self, chunk: Sequence[tuple[int, Entry]]) -> dict[str, Carried] | None:
-        """What the chunk's budgets start from: the totals of its first matter's earlier entries, if any."""
-        if not self.rules or not chunk or chunk[0][1].law_firm_matter_id != self.matter:
+    def before(self, chunk: Sequence[Any]) -> dict[str, Carried] | None:
+        """What the chunk's budgets start from: the totals of its first matter's earlier entries, if any (the
+        chunk's entries, full or light, in order)."""
+        if not self.rules or not chunk or chunk[0].law_firm_matter_id != self.matter:
             return None
         assert self.matter is not None
-        since = {self.matter: chunk[0][1].work_date}
+        since = {self.matter: chunk[0].work_date}
         return {rule_id: Carried(since, dict(sums)) for rule_id, sums in self.sums.items()}
 
-    def after(self, chunk: Sequence[tuple[int, Entry]]) -> None:
+    def after(self, chunk: Sequence[Any]) -> None:
         if not self.rules or not chunk:
             return
-        matter = chunk[-1][1].law_firm_matter_id
+        matter = chunk[-1].law_firm_matter_id
         going_on = matter == self.matter
         rows = [_Counted(e.entry_kind.value, e.ledes_client_id, e.client_source_id, e.law_firm_matter_id,
                          e.client_matter_id, e.matter_source_id, e.utbms_task_code, e.work_date, charged(e, True))
-                for _, e in chunk if e.law_firm_matter_id == matter]
+                for e in chunk if e.law_firm_matter_id == matter]
         for rule in self.rules:
             sums = self.sums[rule.id] if going_on else {}
             for key, amount in BudgetRule().carried_sums(rule, self.ruleset, rows).items():
@@ -1416,12 +1519,13 @@ def _matter_chunks_of(session: Session, ruleset: RuleSet, rule_id: str, matter: 
     found: dict[int, tuple[list[Entry], dict[str, Carried] | None]] = {}
     for chunk in _matter_chunks(session, window, [ruleset], matter):
         here = [i for i, _ in chunk if i in entry_ids]
+        entries = [e for _, e in chunk]
         if here:
-            judged = ([e for _, e in chunk], carry.before(chunk))
+            judged = (entries, carry.before(entries))
             found.update(dict.fromkeys(here, judged))
             if len(found) == len(entry_ids):
                 break
-        carry.after(chunk)
+        carry.after(entries)
     return found
 
 

@@ -22,7 +22,7 @@ import pytest
 import yaml
 from hypothesis import HealthCheck, assume, event, given, settings
 from hypothesis import strategies as st
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from engine.model import Entry
@@ -32,6 +32,7 @@ from engine.rules.loader import RuleSetError, load_text
 from engine.samples import generate
 from engine.store.db import transaction
 from engine.store.models import (
+    EntryFacts,
     EntryRow,
     EntryState,
     Evaluation,
@@ -369,13 +370,13 @@ def test_attendance_and_budgets_are_judged_matter_by_matter_with_totals_carried_
     rules["INI-BUDGET-002"]["params"]["budgets"] = [{"per": "quarter", "amount": 120000}]
     rules["INI-STAFF-002"]["params"]["max_timekeepers"] = 2
     read: list[int] = []
-    chunks = backtests._matter_chunks
+    chunks = backtests._light_matter_chunks
 
-    def counted(*args: Any) -> Iterator[list[tuple[int, Entry]]]:
+    def counted(*args: Any) -> Iterator[list[Any]]:
         for chunk in chunks(*args):
             read.append(len(chunk))
             yield chunk
-    monkeypatch.setattr(backtests, "_matter_chunks", counted)
+    monkeypatch.setattr(backtests, "_light_matter_chunks", counted)
     day_sizes = Counter((e.law_firm_matter_id, e.work_date) for e in entries)
     with transaction(sessions) as session:
         draft = add_ruleset_version(session, yaml.safe_dump(doc, sort_keys=False))
@@ -388,6 +389,12 @@ def test_attendance_and_budgets_are_judged_matter_by_matter_with_totals_carried_
         window = backtests.Window(dt.date(2026, 3, 3), dt.date(2026, 3, 20))
         check_exact(backtests.backtest(session, draft.id, context=INGESTED, window=window, examples=3),
                     reference(session, draft, active, window, INGESTED), 3)
+        streamed = len(read)
+        # An entry without its narrow copy: the entries themselves are read (columns and records), same answer.
+        session.execute(delete(EntryFacts).where(EntryFacts.entry_id == session.scalar(select(func.min(EntryRow.id)))))
+        check_exact(backtests.backtest(session, draft.id, context=INGESTED, examples=3),
+                    reference(session, draft, active, backtests.Window(), INGESTED), 3)
+        assert len(read) > streamed
     assert len(read) > 20 and max(read) < backtests.CHUNK + max(day_sizes.values())
 
 
