@@ -349,6 +349,41 @@ def test_a_lower_daily_cap_is_judged_over_whole_days_across_chunks(sessions: ses
         check_exact(result, reference(session, draft, active, backtests.Window(), INGESTED), 50)
 
 
+def test_the_days_the_database_picks_include_every_day_a_daily_rule_flags(sessions: sessionmaker[Session]) -> None:
+    """Days at the edges of what SQL adds up: tenths summing exactly to the cap (a float sum falls short of it), a
+    credit that brings a day back under the cap, an entry not charged, hours written 1.5 and 1.50."""
+    base = next(iter(generate(1, seed=4))).model_dump()
+    base.update(timekeeper_source_id="TK1001", timekeeper_ledes_id="TK1001", entry_kind="time", billable=True,
+                no_charge=False, utbms_task_code="L120", amount=None, quantity=None)
+    days: list[tuple[int, list[dict[str, Any]]]] = [
+        (2, [{"hours_billed": "0.1"}] * 10),  # exactly 1: not over a cap of 1
+        (3, [{"hours_billed": "0.1"}] * 10 + [{"hours_billed": "0.01"}]),  # over it
+        (4, [{"hours_billed": "0.7"}, {"hours_billed": "0.7", "no_charge": True}]),
+        (5, [{"hours_billed": "1.5"}, {"hours_billed": "-0.6", "narrative": "Credit for time billed twice"}]),
+        (6, [{"hours_billed": "0.5", "narrative": "Drafted  the motion"},
+             {"hours_billed": "0.50", "narrative": "drafted the MOTION"}]),
+        (9, [{"hours_billed": "0.3"}, {"hours_billed": "0.3", "billable": False}, {"hours_billed": "0.4"}]),
+    ]
+    entries = []
+    for day, items in days:
+        for n, item in enumerate(items):
+            values = {**base, "source_id": f"d{day}-{n}", "work_date": dt.date(2026, 3, day), "narrative": f"Work {n}",
+                      **item}
+            values["hours_worked"] = values["hours_billed"]
+            entries.append(Entry.model_validate(values))
+    active = stored_acme(sessions, entries)
+    with transaction(sessions) as session:
+        doc = yaml.safe_load(ACME.replace("max_hours: 10", "max_hours: 1"))
+        next(r for r in doc["rules"] if r["type"] == "duplicate")["severity"] = "warning"  # judged on both sides
+        draft = add_ruleset_version(session, yaml.safe_dump(doc, sort_keys=False))
+        result = backtests.backtest(session, draft.id, context=INGESTED, examples=50)
+        check_exact(result, reference(session, draft, active, backtests.Window(), INGESTED), 50)
+        flagged = {e.entry_uid.split(":")[-1].split("-")[0] for e in result.examples}
+        assert flagged == {"d3"}, flagged
+        duplicates = next(d for d in result.rules if d.rule_type == "duplicate")
+        assert duplicates.flagged_before == duplicates.flagged_after == 2
+
+
 def test_attendance_and_budgets_are_judged_matter_by_matter_with_totals_carried_across_chunks(
         sessions: sessionmaker[Session], small_chunks: None, monkeypatch: pytest.MonkeyPatch) -> None:
     """Budgets' running totals and events' attendees over a matter's history, read a few entries at a time: the
