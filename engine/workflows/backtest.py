@@ -1296,18 +1296,14 @@ def _day_of(e: _Light) -> tuple[str | None, dt.date]:
 def _whole_pass(session: Session, result: Backtest, tally: _Tally, after: _Side, before: _Side | None,
                 window: Window, scopes: list[RuleSet], ctx: EvaluationContext, progress: Progress | None) -> None:
     """The other changed aggregates. Those whose groups stay within a matter (``MATTER_GROUPED``) are judged
-    chunk by chunk over the entries ordered by matter, work date and id (:func:`_matter_chunks`: memory bounded
-    by the chunk, budgets' totals carried from chunk to chunk); any other type over the whole window at once."""
+    chunk by chunk over light entries ordered by matter, work date and id (:func:`_light_matter_chunks`: memory
+    bounded by the chunk, budgets' totals carried from chunk to chunk); any other type over the whole window at
+    once, in full (no such type is registered today)."""
     sides = [side for side in (after, before) if side is not None and side.whole_rules is not None]
     if all(rule.type in MATTER_GROUPED for side in sides for rule in side.whole_rules.rules):  # type: ignore[union-attr]
-        fields = set(APPLIES_FIELDS) | MATTER_FIELDS
-        runners = []
-        for side in sides:
-            compiled = compile_ruleset(side.whole_rules)  # type: ignore[arg-type]
-            for scope in compiled.scopes.values():
-                fields |= _node_fields(scope)
-            runners.append((side, _Aggregates(side.whole_rules, ctx),  # type: ignore[arg-type]
-                            _Carry(side.ruleset, side.whole_rules)))  # type: ignore[arg-type]
+        runners = [(side, _Aggregates(side.whole_rules, ctx), _Carry(side.ruleset, side.whole_rules))  # type: ignore[arg-type]
+                   for side in sides]
+        fields = _matter_fields([side.whole_rules for side in sides])  # type: ignore[misc]
         query, reader = _matter_light_query(session, fields, window, scopes)
         total = _count(session, query) if progress is not None else 0
         done = 0
@@ -1344,19 +1340,32 @@ def _whole_pass(session: Session, result: Backtest, tally: _Tally, after: _Side,
         progress("other aggregates", len(everything), len(everything))
 
 
-def _matter_light_query(session: Session, fields: Iterable[str], window: Window,
-                        scopes: Sequence[RuleSet]) -> tuple[Select[Any], _Reader]:
-    """The light entries of the window that have a matter, ordered by matter, work date and id: from
-    ``entry_facts`` when it has every entry, else from the entries (columns and records)."""
+def _matter_fields(rulesets: Iterable[RuleSet]) -> set[str]:
+    """What the ``MATTER_GROUPED`` rules of ``rulesets`` read of an entry: their types' fields, their scopes' and
+    what tells which rule set governs it."""
+    fields = set(APPLIES_FIELDS) | MATTER_FIELDS
+    for rules in rulesets:
+        for scope in compile_ruleset(rules).scopes.values():
+            fields |= _node_fields(scope)
+    return fields
+
+
+def _matter_light_query(session: Session, fields: Iterable[str], window: Window, scopes: Sequence[RuleSet],
+                        matter: str | None = None) -> tuple[Select[Any], _Reader]:
+    """The light entries of the window that have a matter (``matter`` only, if given), ordered by matter, work
+    date and id: from ``entry_facts`` when it has every entry, else from the entries (columns and records)."""
     if _facts_complete(session, window):
         reader = _Reader(session, fields, facts=True)
         t = reader.table
-        return (reader.select().where(*_filters(window, scopes, t), t.c.law_firm_matter_id.isnot(None))
-                .order_by(t.c.law_firm_matter_id, t.c.work_date, t.c.entry_id)), reader
-    reader = _Reader(session, fields, columns=True)
-    t = reader.table
-    return (reader.select().where(*_filters(window, scopes), t.c.law_firm_matter_id.isnot(None))
-            .order_by(t.c.law_firm_matter_id, t.c.work_date, t.c.id)), reader
+        terms = _filters(window, scopes, t)
+        order = t.c.entry_id
+    else:
+        reader = _Reader(session, fields, columns=True)
+        t = reader.table
+        terms = _filters(window, scopes)
+        order = t.c.id
+    terms.append(t.c.law_firm_matter_id.isnot(None) if matter is None else t.c.law_firm_matter_id == matter)
+    return reader.select().where(*terms).order_by(t.c.law_firm_matter_id, t.c.work_date, order), reader
 
 
 def _light_matter_chunks(session: Session, query: Select[Any], reader: _Reader) -> Iterator[list[_Light]]:
@@ -1372,34 +1381,6 @@ def _light_matter_chunks(session: Session, query: Select[Any], reader: _Reader) 
             pending.append(light)
     if pending:
         yield pending
-
-
-def _matter_query(window: Window, scopes: Sequence[RuleSet], matter: str | None = None) -> Select[Any]:
-    t = EntryRow.__table__
-    query = select(t.c.id, t.c.law_firm_matter_id, t.c.work_date).where(*_filters(window, scopes),
-                                                                         t.c.law_firm_matter_id.isnot(None))
-    if matter is not None:
-        query = query.where(t.c.law_firm_matter_id == matter)
-    return query.order_by(t.c.law_firm_matter_id, t.c.work_date, t.c.id)
-
-
-def _matter_chunks(session: Session, window: Window, scopes: Sequence[RuleSet],
-                   matter: str | None = None) -> Iterator[list[tuple[int, Entry]]]:
-    """The entries in the window that have a matter (``MATTER_GROUPED`` types pass over the others), ordered by
-    matter, work date and id, read in full, in chunks of about ``CHUNK`` that each hold whole matter-days."""
-    pending: list[int] = []
-    last: tuple[Any, Any] | None = None
-    for rows in _stream(session, _matter_query(window, scopes, matter)):
-        for entry_id, matter_id, work_date in rows:
-            if len(pending) >= CHUNK and (matter_id, work_date) != last:
-                full = _records(session, pending)
-                yield [(i, full[i]) for i in pending]
-                pending = []
-            pending.append(entry_id)
-            last = (matter_id, work_date)
-    if pending:
-        full = _records(session, pending)
-        yield [(i, full[i]) for i in pending]
 
 
 @dataclass(frozen=True, slots=True)
@@ -1418,7 +1399,7 @@ class _Counted:
 
 
 class _Carry:
-    """One side's budget totals from chunk to chunk of :func:`_matter_chunks`: only the last matter of a chunk
+    """One side's budget totals from chunk to chunk of :func:`_light_matter_chunks`: only the last matter of a chunk
     can go on in the next, so only its totals are kept (memory bounded by one matter's budget periods)."""
 
     def __init__(self, ruleset: RuleSet, judged: RuleSet) -> None:
@@ -1513,19 +1494,23 @@ def _day_entries(session: Session, entry_id: int, window: Window) -> list[Entry]
 
 def _matter_chunks_of(session: Session, ruleset: RuleSet, rule_id: str, matter: str, entry_ids: set[int],
                       window: Window) -> dict[int, tuple[list[Entry], dict[str, Carried] | None]]:
-    """The chunks of a matter's entries that ``entry_ids`` are judged in by :func:`_whole_pass`, with the budget
-    totals carried into each (the matter's entries are read once more, a chunk at a time, up to the last)."""
-    carry = _Carry(ruleset, _subset(ruleset, [rule_id]))
+    """The chunks of a matter's entries that ``entry_ids`` are judged in by :func:`_whole_pass`, read in full,
+    with the budget totals carried into each (the matter's entries are streamed once more, light, up to the
+    last chunk that holds one of them)."""
+    rules = _subset(ruleset, [rule_id])
+    carry = _Carry(ruleset, rules)
+    query, reader = _matter_light_query(session, _matter_fields([rules]), window, [ruleset], matter)
     found: dict[int, tuple[list[Entry], dict[str, Carried] | None]] = {}
-    for chunk in _matter_chunks(session, window, [ruleset], matter):
-        here = [i for i, _ in chunk if i in entry_ids]
-        entries = [e for _, e in chunk]
+    for chunk in _light_matter_chunks(session, query, reader):
+        here = [e.entry_id for e in chunk if e.entry_id in entry_ids]
         if here:
-            judged = (entries, carry.before(entries))
+            ids = [e.entry_id for e in chunk]
+            full = _records(session, ids)
+            judged = ([full[i] for i in ids], carry.before(chunk))
             found.update(dict.fromkeys(here, judged))
             if len(found) == len(entry_ids):
                 break
-        carry.after(entries)
+        carry.after(chunk)
     return found
 
 

@@ -430,6 +430,11 @@ def test_attendance_and_budgets_are_judged_matter_by_matter_with_totals_carried_
         check_exact(backtests.backtest(session, draft.id, context=INGESTED, examples=3),
                     reference(session, draft, active, backtests.Window(), INGESTED), 3)
         assert len(read) > streamed
+        # A type neither by day nor by matter would be judged over the whole window at once: the same answer.
+        monkeypatch.setattr(backtests, "MATTER_GROUPED", frozenset())
+        whole = backtests.backtest(session, draft.id, context=INGESTED, examples=3)
+        check_exact(whole, reference(session, draft, active, backtests.Window(), INGESTED), 3)
+        assert whole.entries_read_in_full == whole.entries_checked > 0  # every entry, read in full
     assert len(read) > 20 and max(read) < backtests.CHUNK + max(day_sizes.values())
 
 
