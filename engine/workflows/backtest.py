@@ -1352,9 +1352,10 @@ def _matter_fields(rulesets: Iterable[RuleSet]) -> set[str]:
 
 def _matter_light_query(session: Session, fields: Iterable[str], window: Window, scopes: Sequence[RuleSet],
                         matter: str | None = None) -> tuple[Select[Any], _Reader]:
-    """The light entries of the window that have a matter (``matter`` only, if given), ordered by matter, work
-    date and id: from ``entry_facts`` when it has every entry, else from the entries (columns and records)."""
-    if _facts_complete(session, window):
+    """The light entries of the window that have a matter, ordered by matter, work date and id: from
+    ``entry_facts`` when it has every entry, else from the entries (columns and records). With ``matter``, that
+    matter's only, from the entries (through their matter index)."""
+    if matter is None and _facts_complete(session, window):
         reader = _Reader(session, fields, facts=True)
         t = reader.table
         terms = _filters(window, scopes, t)
