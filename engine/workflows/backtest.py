@@ -63,6 +63,7 @@ import orjson
 from sqlalchemy import (
     Float,
     Select,
+    String,
     and_,
     case,
     cast,
@@ -75,7 +76,6 @@ from sqlalchemy import (
     text,
     true,
     type_coerce,
-    union,
 )
 from sqlalchemy.orm import Session
 from sqlalchemy.types import NullType
@@ -1273,20 +1273,21 @@ def _suspect_days(session: Session, rulesets: Sequence[RuleSet], window: Window,
                    t.c.hours_billed.isnot(None), t.c.billable.is_(True),
                    or_(t.c.no_charge.is_(None), t.c.no_charge.is_(False)))
     hours = t.c.hours_billed if pg else cast(t.c.hours_billed, Float)
-    parts = []
+    tests = []
     if caps:
         cap = min(caps)
         total = func.sum(case((hours > (Decimal(0) if pg else 0.0), hours), else_=None))
-        parts.append(select(t.c.timekeeper_key, t.c.work_date).where(counted)
-                     .group_by(t.c.timekeeper_key, t.c.work_date)
-                     .having(total > (cap if pg else float(cap) - 1e-6 * max(1.0, float(cap)))))
-    if duplicates:
-        parts.append(select(t.c.timekeeper_key, t.c.work_date).where(counted)
-                     .group_by(t.c.timekeeper_key, t.c.work_date, t.c.utbms_task_code, hours)
-                     .having(func.count() > 1))
-    if not parts:
+        tests.append(total > (cap if pg else float(cap) - 1e-6 * max(1.0, float(cap))))
+    if duplicates:  # some (task code, hours) twice: fewer distinct pairs than entries (equal hours, equal text)
+        pair = func.coalesce(t.c.utbms_task_code, "") + "|" + cast(cast(t.c.hours_billed, Float), String)
+        tests.append(func.count() > func.count(pair.distinct()))
+    if not tests:
         return None
-    return (union(*parts) if len(parts) > 1 else parts[0]).subquery("suspect_days")
+    # One pass over the window, sorted by the database: on SQLite grouping by the key as is would walk the
+    # timekeeper-day index and read every row through it (twice as slow as a scan and a sort).
+    key = t.c.timekeeper_key if pg else t.c.timekeeper_key + ""
+    return (select(key.label("timekeeper_key"), t.c.work_date).where(counted).group_by(key, t.c.work_date)
+            .having(or_(*tests)).subquery("suspect_days"))
 
 
 def _day_of(e: _Light) -> tuple[str | None, dt.date]:
