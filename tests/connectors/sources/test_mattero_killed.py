@@ -68,7 +68,7 @@ def test_a_mattero_sync_killed_at_random_points_loses_and_duplicates_nothing(
         out, err = final.communicate(timeout=300)
         assert final.returncode == 0, err.decode()
         assert b"pulled" in out
-        assert killed >= 3, "the syncs finished before they could be killed: make the export larger"
+        assert killed >= min(3, KILLS - 1), "the syncs finished before they could be killed: make the export larger"
         with sessions() as session:
             rows = {row.source_id: row.record for row in session.scalars(select(EntryRow))}
             total = session.scalar(select(func.count(EntryRow.id)))
