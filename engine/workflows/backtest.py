@@ -771,6 +771,12 @@ class _Tally:
                 diff.no_longer_flagged += 1
             self._keep(rule_id, change, uid, entry_id)
 
+    def flagged(self, flags: dict[tuple[int, str], list[bool]], ids: Sequence[int], uids: Sequence[str]) -> None:
+        """Count what each side flagged of some entries: (position, rule id) -> [by the draft, by the other]."""
+        for (k, rule_id), (mine, theirs) in sorted(flags.items()):
+            if rule_id in self.diffs:
+                self.pair(rule_id, ids[k], uids[k], theirs, mine)
+
     def pairs(self, rule_id: str, count: int, before: bool, after: bool) -> None:
         """``count`` entries alike (their examples offered one by one with :meth:`offer`)."""
         diff = self.diffs[rule_id]
@@ -1223,9 +1229,7 @@ def _day_pass(session: Session, result: Backtest, tally: _Tally, after: _Side, b
         for side, aggregates in runners:
             for k, rule_id in aggregates.hits(chunk):
                 flags.setdefault((k, rule_id), [False, False])[0 if side is after else 1] = True
-        for (k, rule_id), (mine, theirs) in sorted(flags.items()):
-            if rule_id in tally.diffs:
-                tally.pair(rule_id, chunk[k].entry_id, chunk[k].entry_uid, theirs, mine)
+        tally.flagged(flags, [e.entry_id for e in chunk], [e.entry_uid for e in chunk])
 
     for rows in _stream(session, query):
         for row in rows:
@@ -1314,9 +1318,7 @@ def _whole_pass(session: Session, result: Backtest, tally: _Tally, after: _Side,
                 for k, rule_id in aggregates.hits(chunk, carry.before(chunk)):
                     flags.setdefault((k, rule_id), [False, False])[0 if side is after else 1] = True
                 carry.after(chunk)
-            for (k, rule_id), (mine, theirs) in sorted(flags.items()):
-                if rule_id in tally.diffs:
-                    tally.pair(rule_id, chunk[k].entry_id, chunk[k].entry_uid, theirs, mine)
+            tally.flagged(flags, [e.entry_id for e in chunk], [e.entry_uid for e in chunk])
             result.entries_read += len(chunk)
             done += len(chunk)
             if progress is not None:
@@ -1334,9 +1336,7 @@ def _whole_pass(session: Session, result: Backtest, tally: _Tally, after: _Side,
         for v in engine_evaluate.evaluate(everything, side.whole_rules, context=ctx,  # type: ignore[arg-type]
                                           backend="python", statuses=("active",)):
             found.setdefault((v.entry_index, v.rule_id), [False, False])[0 if side is after else 1] = True
-    for (k, rule_id), (mine, theirs) in sorted(found.items()):
-        if rule_id in tally.diffs:
-            tally.pair(rule_id, ids[k], everything[k].entry_uid, theirs, mine)
+    tally.flagged(found, ids, [e.entry_uid for e in everything])
     if progress is not None:
         progress("other aggregates", len(everything), len(everything))
 
