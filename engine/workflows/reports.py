@@ -2,20 +2,25 @@
 and severity; the write-downs the rules proposed and those reviewers made; what clients' portals refused, by
 reason; and the share of billed entries that went out clean.
 
-Everything is added up by the database with GROUP BY, on SQLite and PostgreSQL alike, in three statements:
+Everything is added up by the database with GROUP BY, on SQLite and PostgreSQL alike:
 
 - **Findings** are the current findings of active-status rules (shadow findings create no work) on entries that
-  are not withdrawn, with a work date in the window. One statement materialises them once (a ``MATERIALIZED``
-  common table expression) and groups them by each dimension in turn (``UNION ALL``). ``findings`` counts
-  (entry, rule) findings; ``entries`` the distinct entries among them. It reads no entry: each violation keeps
-  the entry's work date, client ids, matter, timekeeper and currency (``ViolationRow.entry_*``, written with the
-  finding; an entry whose columns change is judged again and its findings written again), and a partial index
-  on the current findings of active-status rules by work date holds all the statement reads (with the
-  adjustment's amount, kept beside its JSON as ``adjustment_amount``): it never reads the table's rows. A withdrawn
-  entry has no current finding (withdrawing supersedes them), so the findings need no test of the entry's state.
+  are not withdrawn, with a work date in the window. ``findings`` counts (entry, rule) findings; ``entries`` the
+  distinct entries among them. They read no entry: each violation keeps the entry's work date, client ids, matter,
+  timekeeper and currency (``ViolationRow.entry_*``, written with the finding; an entry whose columns change is
+  judged again and its findings written again), and a partial index on the current findings of active-status
+  rules by (work date, entry) holds all the statements read (with the adjustment's amount, kept beside its JSON as
+  ``adjustment_amount``): they never read the table's rows. A withdrawn entry has no current finding (withdrawing
+  supersedes them), so the findings need no test of the entry's state. Distinct entries are counted without
+  COUNT(DISTINCT) (a sort per group) and without a sort by entry: the index yields an entry's findings one after
+  another, so grouping by (work date, entry) streams. One statement makes a row per entry (its columns, its
+  findings by severity) and adds them up by the finest combination of client, matter, timekeeper and month, a
+  few thousand rows that are rolled up here into each of those breakdowns and by severity (an entry falls in one
+  combination, so its count adds up); another makes a row per (entry, rule) and adds those up by rule.
 - **Write-downs proposed**: the adjustments those findings propose (``amount``: the change to the line total,
   negative for a write-down), by rule and by the entry's currency. **Made by reviewers**: the ``write_down`` of
-  each ``adjust`` action in the audit trail on entries in the window, by currency.
+  each ``adjust`` action in the audit trail on entries in the window, by the entry's currency (read from the
+  narrow ``entry_facts``; from the record only for an entry without a row there).
 - **Billed and clean**: entries in the window that went out on an invoice (``invoiced``), and those of them
   with no finding of an active-status rule ever recorded (current or superseded): they went out as they came in.
 - **Portal rejections**: by the portal's reason code (else its words) and kind (rejected or cut), received in the
@@ -42,6 +47,7 @@ from engine.errors import Invalid
 from engine.store.models import REPORT_POSTGRESQL_WHERE, REPORT_SQLITE_WHERE
 
 DIMENSIONS = ("rule", "client", "matter", "timekeeper", "month", "severity")
+SEVERITIES = ("error", "warning", "info")  # the rule schema's
 DECIMAL_SUM = "ocg_decimal_sum"
 CSV_COLUMNS = ("section", "key", "currency", "findings", "entries", "amount")
 WORK_MEM = "64MB"  # PostgreSQL's memory per sort or hash for the report's statements
@@ -138,19 +144,23 @@ def findings_report(session: Session, *, start: dt.date | None = None, end: dt.d
     clients = tuple(clients)
     name = _dialect(session)
     pg = name == "postgresql"
-    params: dict[str, Any] = {}
-    where = ["e.state <> 'withdrawn'"]
-    if start is not None:
-        where.append("e.work_date >= :start")
-        params["start"] = start
-    if end is not None:
-        where.append("e.work_date <= :end")
-        params["end"] = end
+    params: dict[str, Any] = {"start": start, "end": end}
+    params.update({f"client{i}": c for i, c in enumerate(clients)})
     marks = ", ".join(f":client{i}" for i in range(len(clients)))
-    if clients:
-        where.append(f"(e.ledes_client_id IN ({marks}) OR e.client_source_id IN ({marks}))")
-        params.update({f"client{i}": c for i, c in enumerate(clients)})
-    window = " AND ".join(where)
+
+    def entry_window(alias: str, live: str) -> str:
+        """Entries (``alias``: entries or entry_facts) that are not withdrawn (``live``) in the window."""
+        where = [live]
+        if start is not None:
+            where.append(f"{alias}.work_date >= :start")
+        if end is not None:
+            where.append(f"{alias}.work_date <= :end")
+        if clients:
+            where.append(f"({alias}.ledes_client_id IN ({marks}) OR {alias}.client_source_id IN ({marks}))")
+        return " AND ".join(where)
+
+    window = entry_window("e", "e.state <> 'withdrawn'")
+    facts_window = entry_window("f", "NOT f.withdrawn" if pg else "f.withdrawn = 0")
     # The findings' own window, on the entry's columns each violation keeps (see the module's docstring). The
     # current/status test is written out (not bound) so that both databases use the partial index.
     found = [REPORT_POSTGRESQL_WHERE if pg else REPORT_SQLITE_WHERE]
@@ -163,52 +173,80 @@ def findings_report(session: Session, *, start: dt.date | None = None, end: dt.d
     found_window = " AND ".join(found)
     if pg:
         month = "to_char(entry_work_date, 'YYYY-MM')"
-        currency = "e.record ->> 'currency'"
         total = "SUM"
-        no_amount = "CAST(NULL AS numeric)"
+        # PostgreSQL: an entry's columns as the MIN of its findings' (they are all the same).
+        first = "MIN({})".format
+        tally = "COUNT(*) FILTER (WHERE severity = '{}')".format
+        positive = "COUNT(*) FILTER (WHERE {} > 0)".format
     else:
         month = "substr(entry_work_date, 1, 7)"
-        currency = "json_extract(e.record, '$.currency')"
         total = DECIMAL_SUM
-        no_amount = "NULL"
-    # Distinct entries are counted without COUNT(DISTINCT) (a sort per group): the entry-level breakdowns from
-    # one row per entry (``e``: an entry's current findings all carry its columns), the rule and severity ones
-    # from one row per (entry, rule) and (entry, severity).
-    parts = [f"SELECT '{dim}' AS dim, {dim} AS key, NULL AS currency, SUM(n) AS findings, COUNT(*) AS entries, "
-             f"{no_amount} AS amount FROM e GROUP BY {dim}" for dim in ("client", "matter", "timekeeper", "month")]
-    parts += [f"SELECT '{dim}', {column}, NULL, SUM(n), COUNT(*), {no_amount} FROM (SELECT {column}, COUNT(*) AS n "
-              f"FROM f GROUP BY {column}, entry_id) {dim}s GROUP BY {column}"
-              for dim, column in (("rule", "rule_id"), ("severity", "severity"))]
-    parts.append(f"SELECT 'proposed', rule_id, currency, COUNT(*), 0, {total}(amount) FROM f "
-                 "WHERE amount IS NOT NULL GROUP BY rule_id, currency")
-    parts.append(f"SELECT 'all', NULL, NULL, SUM(n), COUNT(*), {no_amount} FROM e")
-    statement = (
-        f"WITH f AS MATERIALIZED (SELECT entry_id, rule_id, severity, "
-        f"COALESCE(entry_ledes_client_id, entry_client_source_id) AS client, entry_matter_id AS matter, "
-        f"entry_timekeeper AS timekeeper, {month} AS month, adjustment_amount AS amount, "
-        f"CASE WHEN adjustment_amount IS NOT NULL THEN entry_currency END AS currency "
-        f"FROM violations WHERE {found_window}), "
-        "e AS MATERIALIZED (SELECT entry_id, MIN(client) AS client, MIN(matter) AS matter, "
-        "MIN(timekeeper) AS timekeeper, MIN(month) AS month, COUNT(*) AS n FROM f GROUP BY entry_id) "
-        + " UNION ALL ".join(parts))
-    if pg:  # the breakdowns hash a few hundred thousand rows: in memory, not in files (this transaction only)
+        # SQLite: a bare column of a grouped query is the value of one of the group's rows, which is as good as
+        # any (an entry's findings all carry its columns), and spares an aggregate per column.
+        first = "{}".format
+        tally = "SUM(severity = '{}')".format
+        positive = "SUM({} > 0)".format
+    if pg:  # the groupings hash many rows: in memory, not in files; and short statements over many rows cost
+        # more to compile to machine code than they save (this transaction only)
         session.execute(text(f"SET LOCAL work_mem = '{WORK_MEM}'"))
+        session.execute(text("SET LOCAL jit = off"))
     by: dict[str, list[Group]] = {dim: [] for dim in DIMENSIONS}
+    findings = flagged = 0
+    # 1. One row per entry with findings, streamed through the report's index in its order (work date, entry:
+    # no sort), then added up by the finest combination of the entry-level dimensions: a few thousand rows
+    # that are rolled up into each dimension here (an entry is in exactly one combination, so the entries
+    # add up as well as the findings). Severity is one of the schema's three: counted per entry in the same
+    # row (any other value an aggregate type might give counts under its own name, read separately).
+    known = " AND ".join(f"severity <> '{s}'" for s in SEVERITIES)
+    per_entry = (f"SELECT {first('COALESCE(entry_ledes_client_id, entry_client_source_id)')} AS client, "
+                 f"{first('entry_matter_id')} AS matter, {first('entry_timekeeper')} AS timekeeper, "
+                 f"{first(month)} AS month, COUNT(*) AS n, "
+                 + ", ".join(f"{tally(s)} AS n_{s}" for s in SEVERITIES)
+                 + f" FROM violations WHERE {found_window} GROUP BY entry_work_date, entry_id")
+    combined = ("SELECT client, matter, timekeeper, month, COUNT(*), SUM(n), "
+                + ", ".join(f"{positive('n_' + s)}, SUM(n_{s})" for s in SEVERITIES)
+                + f" FROM ({per_entry}) e GROUP BY client, matter, timekeeper, month")
+    rollup: dict[str, dict[str | None, list[int]]] = {dim: {} for dim in ("client", "matter", "timekeeper",
+                                                                          "month", "severity")}
+    for row in session.execute(text(combined), params):
+        entries, count = int(row[4]), int(row[5] or 0)
+        flagged += entries
+        findings += count
+        for dim, key in zip(("client", "matter", "timekeeper", "month"), row[:4], strict=True):
+            sums = rollup[dim].setdefault(None if key is None else str(key), [0, 0])
+            sums[0] += count
+            sums[1] += entries
+        for k, severity in enumerate(SEVERITIES):
+            with_it, of_it = int(row[6 + 2 * k] or 0), int(row[7 + 2 * k] or 0)
+            if of_it:
+                sums = rollup["severity"].setdefault(severity, [0, 0])
+                sums[0] += of_it
+                sums[1] += with_it
+    if findings > sum(count for count, _ in rollup["severity"].values()):
+        others = (f"SELECT severity, COUNT(*), COUNT(DISTINCT entry_id) FROM violations WHERE {found_window} "
+                  f"AND {known} GROUP BY severity")
+        for severity, count, entries in session.execute(text(others), params):
+            rollup["severity"][severity] = [int(count), int(entries)]
+    for dim, groups in rollup.items():
+        by[dim] = [Group(key, count, entries) for key, (count, entries) in groups.items()]
+    # 2. By rule: one row per (entry, rule), streamed in the index's order, then added up by rule.
+    by_rule = (f"SELECT rule_id, SUM(n), COUNT(*) FROM (SELECT rule_id, COUNT(*) AS n FROM violations WHERE "
+               f"{found_window} GROUP BY entry_work_date, entry_id, rule_id) r GROUP BY rule_id")
+    by["rule"] = [Group(key, int(count), int(entries))
+                  for key, count, entries in session.execute(text(by_rule), params)]
+    # 3. The write-downs the findings propose, by rule and currency.
+    proposals = (f"SELECT rule_id, entry_currency, COUNT(*), {total}(adjustment_amount) FROM violations WHERE "
+                 f"{found_window} AND adjustment_amount IS NOT NULL GROUP BY rule_id, entry_currency")
     proposed_by_rule: dict[str, dict[str, Decimal]] = {}
     proposed: dict[str, Decimal] = {}
-    proposed_count = findings = flagged = 0
-    for dim, key, cur, count, entries, value in session.execute(text(statement), params):
-        if dim == "all":
-            findings, flagged = int(count or 0), int(entries)
-        elif dim == "proposed":
-            money = _money(value) or Decimal(0)
-            currency_key = cur or "none"
-            rule_totals = proposed_by_rule.setdefault(key, {})
-            rule_totals[currency_key] = rule_totals.get(currency_key, Decimal(0)) + money
-            proposed[currency_key] = proposed.get(currency_key, Decimal(0)) + money
-            proposed_count += int(count)
-        else:
-            by[dim].append(Group(None if key is None else str(key), int(count), int(entries)))
+    proposed_count = 0
+    for key, cur, count, value in session.execute(text(proposals), params):
+        money = _money(value) or Decimal(0)
+        currency_key = cur or "none"
+        rule_totals = proposed_by_rule.setdefault(key, {})
+        rule_totals[currency_key] = rule_totals.get(currency_key, Decimal(0)) + money
+        proposed[currency_key] = proposed.get(currency_key, Decimal(0)) + money
+        proposed_count += int(count)
     for group in by["rule"]:
         group.write_down = dict(sorted(proposed_by_rule.get(group.key or "", {}).items()))
     for dim, groups in by.items():
@@ -216,16 +254,30 @@ def findings_report(session: Session, *, start: dt.date | None = None, end: dt.d
         if top is not None:
             del groups[top:]
 
-    billed_sql = (
-        "SELECT COUNT(*), SUM(CASE WHEN e.state = 'invoiced' THEN 1 ELSE 0 END), "
-        "SUM(CASE WHEN e.state = 'invoiced' AND NOT EXISTS (SELECT 1 FROM violations w WHERE w.entry_id = e.id "
-        f"AND w.rule_status = 'active') THEN 1 ELSE 0 END) FROM entries e WHERE {window}")
-    count_entries, billed, clean = session.execute(text(billed_sql), params).one()
-    reviewed_amount = ("CAST(a.after ->> 'write_down' AS numeric)" if pg
-                       else "json_extract(a.after, '$.write_down')")
-    reviewed_sql = (f"SELECT {currency} AS currency, COUNT(*), {total}({reviewed_amount}) FROM review_actions a "
-                    f"JOIN entries e ON e.id = a.entry_id WHERE a.action = 'adjust' AND {reviewed_amount} IS NOT NULL "
-                    f"AND {window} GROUP BY {currency}")
+    # 4. Entries in the window, billed ones, and billed ones with no finding of an active-status rule ever
+    # recorded (an anti-join the database can hash, not a probe per entry).
+    count_entries, billed = session.execute(text(
+        f"SELECT COUNT(*), COUNT(CASE WHEN e.state = 'invoiced' THEN 1 END) FROM entries e WHERE {window}"),
+        params).one()
+    clean = session.scalar(text(
+        f"SELECT COUNT(*) FROM entries e WHERE {window} AND e.state = 'invoiced' AND NOT EXISTS "
+        "(SELECT 1 FROM violations w WHERE w.entry_id = e.id AND w.rule_status = 'active')"), params)
+    # 5. Reviewers' write-downs, in the entry's currency: read from the narrow ``entry_facts`` (the wide entries
+    # only for an entry that has no row there).
+    if pg:
+        reviewed_amount = "CAST(a.after ->> 'write_down' AS numeric)"
+        record_currency = "e.record ->> 'currency'"
+    else:
+        reviewed_amount = "json_extract(a.after, '$.write_down')"
+        record_currency = "json_extract(e.record, '$.currency')"
+    reviewed_sql = (
+        f"SELECT currency, COUNT(*), {total}(amount) FROM ("
+        f"SELECT f.currency AS currency, {reviewed_amount} AS amount FROM review_actions a "
+        f"JOIN entry_facts f ON f.entry_id = a.entry_id WHERE a.action = 'adjust' AND {facts_window} "
+        f"UNION ALL SELECT {record_currency}, {reviewed_amount} FROM review_actions a "
+        f"JOIN entries e ON e.id = a.entry_id WHERE a.action = 'adjust' AND {window} "
+        "AND NOT EXISTS (SELECT 1 FROM entry_facts f WHERE f.entry_id = a.entry_id)"
+        ") adjusted WHERE amount IS NOT NULL GROUP BY currency")
     reviewed: dict[str, Decimal] = {}
     reviewed_count = 0
     for cur, count, value in session.execute(text(reviewed_sql), params):

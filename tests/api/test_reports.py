@@ -62,7 +62,17 @@ def expected(session: Session, start: dt.date | None = None, end: dt.date | None
     reviewed = sum((Decimal(a.after["write_down"]) for a in session.scalars(select(ReviewAction))
                     if a.action == "adjust" and a.entry_id in entries), Decimal(0))
     billed = [e for e in entries.values() if e.state == EntryState.INVOICED]
-    return {"entries": len(entries), "findings": len(current), "flagged": len({v.entry_id for v in current}),
+    keys: dict[str, Any] = {
+        "rule": lambda v: v.rule_id, "severity": lambda v: v.severity,
+        "client": lambda v: entries[v.entry_id].ledes_client_id or entries[v.entry_id].client_source_id,
+        "matter": lambda v: entries[v.entry_id].law_firm_matter_id,
+        "timekeeper": lambda v: entries[v.entry_id].timekeeper_name or entries[v.entry_id].timekeeper_key,
+        "month": lambda v: entries[v.entry_id].work_date.isoformat()[:7]}
+    # every breakdown: (findings, distinct entries) per key
+    groups = {dim: {k: (sum(1 for v in current if key(v) == k), len({v.entry_id for v in current if key(v) == k}))
+                    for k in {key(v) for v in current}} for dim, key in keys.items()}
+    return {"groups": groups,
+            "entries": len(entries), "findings": len(current), "flagged": len({v.entry_id for v in current}),
             "by_rule": dict(by_rule), "by_month": dict(Counter(entries[v.entry_id].work_date.isoformat()[:7]
                                                                 for v in current)),
             "by_matter": dict(Counter(entries[v.entry_id].law_firm_matter_id for v in current)),
@@ -84,6 +94,9 @@ def test_the_report_adds_up_what_is_stored(world: World) -> None:
     assert {g["key"]: g["findings"] for g in report["by"]["month"]} == want["by_month"]
     assert {g["key"]: g["findings"] for g in report["by"]["matter"]} == want["by_matter"]
     assert [g["key"] for g in report["by"]["month"]] == sorted(want["by_month"])
+    for dim, groups in want["groups"].items():  # findings and distinct entries, every breakdown
+        assert {g["key"]: (g["findings"], g["entries"]) for g in report["by"][dim]} == groups, dim
+    assert len(want["groups"]["severity"]) >= 2 and len(want["groups"]["rule"]) >= 2
     assert report["write_downs"]["proposed"]["amount"] == want["proposed"] and want["proposed"]
     assert report["write_downs"]["reviewed"] == {"actions": 1, "amount": {"USD": str(want["reviewed"])}}
     assert want["reviewed"] == Decimal("-60.00")  # 1.5 h at 990 written down to 950
