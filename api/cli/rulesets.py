@@ -64,7 +64,7 @@ class _Progress:
             self.close()
             from tqdm import tqdm
 
-            self.bar, self.phase = tqdm(total=total, unit=" entries", desc=phase, file=sys.stderr), phase
+            self.bar, self.phase = tqdm(total=total or None, unit=" entries", desc=phase, file=sys.stderr), phase
         self.bar.update(done - self.bar.n)
 
     def close(self) -> None:

@@ -139,7 +139,7 @@ DERIVED_INPUTS: dict[str, frozenset[str]] = {
 ALL_FIELDS = frozenset(Entry.model_fields)
 _PROPERTIES = {name: value for name, value in vars(Entry).items() if isinstance(value, property)}
 
-Progress = Callable[[str, int, int], None]  # (phase, entries done, entries in the phase)
+Progress = Callable[[str, int, int], None]  # (phase, entries done, entries in the phase: 0 if not known)
 
 
 class BacktestError(Invalid):
@@ -1201,6 +1201,7 @@ def _day_pass(session: Session, result: Backtest, tally: _Tally, after: _Side, b
             for scope in compiled.scopes.values():
                 fields |= _node_fields(scope)
             runners.append((side, _Aggregates(side.day_rules, ctx)))
+    days = None
     try:  # the narrow copy when it has every entry and every field the rules read
         if not _facts_complete(session, window):
             raise _NotGroupable("entries without their facts")
@@ -1220,7 +1221,9 @@ def _day_pass(session: Session, result: Backtest, tally: _Tally, after: _Side, b
                                        t.c.timekeeper_key.isnot(None))
                  .order_by(t.c.timekeeper_key, t.c.work_date, t.c.id))
     day = _COLUMN_CONVERTERS[dt.date.fromisoformat]
-    total = _count(session, query) if progress is not None else 0
+    # How many rows the days the database picks hold is not known before they are read (counting them would find
+    # the days twice): the progress then counts up without a total.
+    total = _count(session, query) if progress is not None and days is None else 0
     pending: list[_Light] = []
     done = 0
 

@@ -90,5 +90,8 @@ def test_a_progress_bar_on_a_terminal(stored: dict[str, int], monkeypatch: pytes
     assert main(["rulesets", "backtest", str(stored["draft"]), "--quiet", "--format", "json"]) == 0
     assert capsys.readouterr().err == ""
     progress = rulesets_cli._Progress(quiet=False)
-    progress("daily aggregates", 0, 0)
+    progress("daily aggregates", 0, 0)  # a total not known beforehand: a count, no bar
+    progress("daily aggregates", 1234, 0)
     progress.close()
+    err = capsys.readouterr().err
+    assert "daily aggregates: 1234 entries" in err and "%" not in err

@@ -140,3 +140,20 @@ def test_decimal_margins_on_sqlite_keep_values_at_the_cap() -> None:
     compiled = str(maybe.compile(compile_kwargs={"literal_binds": True}))
     assert "924.99999" in compiled  # kept a hair below the cap: REAL rounding cannot lose an entry
     assert "925.00000" in str(surely.compile(compile_kwargs={"literal_binds": True}))
+
+
+def test_needles_are_literal_text_whatever_they_hold(sessions: sessionmaker[Session]) -> None:
+    """Several needles are one case-blind regular expression on PostgreSQL: the characters a pattern gives a meaning
+    (``.``, ``+``, ``(``, ``\\``, ``%``, ``_``) still match only themselves, and case is still ignored."""
+    narratives = {"dot": "met re A.B today", "any": "met re aXb today", "plus": "C+D call", "repeat": "CCD call",
+                  "paren": "see (note) 4", "slash": "path a\\b", "percent": "50% off", "under": "snake_case",
+                  "none": "nothing here"}
+    with transaction(sessions) as session:
+        ingest(session, [entry(name, narrative=text) for name, text in narratives.items()], context=CTX,
+               breaker=NEVER)
+    with sessions() as session:
+        translator = Translator(session.get_bind().dialect.name, facts=True)
+        column = EntryFacts.__table__.c.narrative
+        term = translator._contains_any(column, ["a.b", "c+d", "(note)", "a\\b", "50%", "e_c"])
+        kept = {uid.rsplit(":", 1)[-1] for uid in session.scalars(select(EntryFacts.entry_uid).where(term))}
+    assert kept == {"dot", "plus", "paren", "slash", "percent", "under"}
