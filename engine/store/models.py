@@ -425,6 +425,10 @@ class Evaluation(Base):
         Index("ix_evaluations_entry", "entry_id", "id"),
         # The entries a version judged (backtests read its decision log by it).
         Index("ix_evaluations_version", "ruleset_version_id", "current", "entry_id"),
+        # At most one current evaluation of an entry by a version (intake supersedes the entry's evaluations
+        # before it records new ones): a backtest joins a version's judged entries without making them distinct.
+        Index("ux_evaluations_current", "entry_id", "ruleset_version_id", unique=True,
+              postgresql_where=text("current"), sqlite_where=text("current = 1")),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
