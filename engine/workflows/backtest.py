@@ -597,10 +597,23 @@ def _filters(window: Window, rulesets: Sequence[RuleSet], table: Any = None) -> 
 
 
 def _stream(session: Session, query: Select[Any]) -> Iterator[Sequence[Sequence[Any]]]:
-    """Rows in chunks, as the database gives them (Core rows, a server-side cursor on PostgreSQL)."""
+    """Rows in chunks, as the database gives them (a server-side cursor on PostgreSQL). When no column needs
+    SQLAlchemy's result processing (the grouped and daily passes select their columns untyped), the driver's own
+    tuples are read from its cursor, after the row SQLAlchemy buffered first: building a Row per row was a tenth
+    of a brand-new rule set's backtest. Otherwise Core rows."""
     result = session.connection().execute(query.execution_options(yield_per=CHUNK))
     try:
-        yield from result.partitions()
+        buffered = getattr(result.cursor_strategy, "_rowbuffer", None)
+        processors = getattr(result._metadata, "_processors", None)
+        if buffered is None or processors is None or any(p is not None for p in processors):
+            yield from result.partitions()
+            return
+        if buffered:
+            yield list(buffered)
+            buffered.clear()
+        cursor = result.cursor
+        while rows := cursor.fetchmany(CHUNK):
+            yield rows
     finally:
         result.close()
 

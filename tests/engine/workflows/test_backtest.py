@@ -475,3 +475,28 @@ def test_light_entries_hold_what_entries_hold() -> None:
             assert type(getattr(light, name)) is type(getattr(e, name)), name
     with pytest.raises(backtests._Unloaded):
         _ = backtests._Light({}).narrative
+
+
+def test_rows_stream_whole_as_the_driver_gives_them_when_nothing_needs_converting(
+        sessions: sessionmaker[Session]) -> None:
+    """Untyped columns come as the driver's tuples, the row SQLAlchemy buffered first included; a column that
+    needs converting (a date, on SQLite) comes through SQLAlchemy's rows. Every row, in order, either way."""
+    from sqlalchemy import type_coerce
+    from sqlalchemy.types import NullType
+
+    entries = list(generate(2 * backtests.CHUNK + 7, seed=5))
+    with transaction(sessions) as session:
+        ingest(session, entries, context=INGESTED, breaker=CircuitBreaker(share=1.0, minimum=1 << 62))
+    t = EntryFacts.__table__
+    with sessions() as session, session.begin():
+        untyped = select(t.c.entry_id, type_coerce(t.c.rate, NullType())).order_by(t.c.entry_id)
+        chunks = list(backtests._stream(session, untyped))
+        typed = list(backtests._stream(session, select(EntryRow.id, EntryRow.work_date).order_by(EntryRow.id)))
+        ids = list(session.scalars(select(EntryRow.id).order_by(EntryRow.id)))
+    assert [row[0] for chunk in chunks for row in chunk] == ids and len(ids) == len(entries)
+    assert all(type(row) is tuple for chunk in chunks for row in chunk)
+    assert len(chunks) >= 3 and max(len(chunk) for chunk in chunks) <= backtests.CHUNK
+    assert [row[0] for chunk in typed for row in chunk] == ids
+    assert all(isinstance(row[1], dt.date) for chunk in typed for row in chunk)
+    if sessions.kw["bind"].dialect.name == "sqlite":  # type: ignore[union-attr]  # SQLite keeps dates as text
+        assert all(type(row) is not tuple for chunk in typed for row in chunk)
