@@ -155,10 +155,9 @@ def test_lists_are_live_between_pages(fake: FakeTrackops, api: httpx.Client) -> 
     page2 = [e["id"] for e in api.get("/expense/entries", params={**window, "page": 2}).json()["expense_entries"]]
     assert page2[0] == page1[-1]  # read again, never skipped
 
-    bounded = {**window, "updated_to": chosen[0].updated_at}
-    fake.state.reset()
-    for entry in chosen:
-        fake.state.edit(entry.id, notes=entry.notes + " (checked)")
+    fake.state.reset()  # seeds new entries: the window is the time of these edits (a later second, on a slow day)
+    chosen = [fake.state.edit(entry.id, notes=entry.notes + " (checked)") for entry in chosen]
+    bounded = {"updated_from": chosen[0].updated_at, "updated_to": chosen[-1].updated_at, "per_page": 10}
     page1 = [e["id"] for e in api.get("/expense/entries", params=bounded).json()["expense_entries"]]
     fake.state.skew = 5.0  # a later second
     fake.state.edit(chosen[0].id, notes="edited again: leaves the bounded list")
