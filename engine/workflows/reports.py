@@ -178,6 +178,10 @@ def findings_report(session: Session, *, start: dt.date | None = None, end: dt.d
         first = "MIN({})".format
         tally = "COUNT(*) FILTER (WHERE severity = '{}')".format
         positive = "COUNT(*) FILTER (WHERE {} > 0)".format
+        # The groupings hash many rows: in memory, not in files; and short statements over many rows cost more to
+        # compile to machine code than they save (this transaction only).
+        session.execute(text(f"SET LOCAL work_mem = '{WORK_MEM}'"))
+        session.execute(text("SET LOCAL jit = off"))
     else:
         month = "substr(entry_work_date, 1, 7)"
         total = DECIMAL_SUM
@@ -186,10 +190,6 @@ def findings_report(session: Session, *, start: dt.date | None = None, end: dt.d
         first = "{}".format
         tally = "SUM(severity = '{}')".format
         positive = "SUM({} > 0)".format
-    if pg:  # the groupings hash many rows: in memory, not in files; and short statements over many rows cost
-        # more to compile to machine code than they save (this transaction only)
-        session.execute(text(f"SET LOCAL work_mem = '{WORK_MEM}'"))
-        session.execute(text("SET LOCAL jit = off"))
     by: dict[str, list[Group]] = {dim: [] for dim in DIMENSIONS}
     findings = flagged = 0
     # 1. One row per entry with findings, streamed through the report's index in its order (work date, entry:

@@ -18,6 +18,7 @@ from api.cli import main
 from engine.store.db import transaction
 from engine.store.models import EntryRow, EntryState, InvoiceRow, PortalRejection, ReviewAction, ViolationRow
 from tests.api.conftest import World, day
+from tests.engine.workflows.test_reports import breakdowns
 
 REPORT = "/v1/reports/findings"
 
@@ -62,16 +63,7 @@ def expected(session: Session, start: dt.date | None = None, end: dt.date | None
     reviewed = sum((Decimal(a.after["write_down"]) for a in session.scalars(select(ReviewAction))
                     if a.action == "adjust" and a.entry_id in entries), Decimal(0))
     billed = [e for e in entries.values() if e.state == EntryState.INVOICED]
-    keys: dict[str, Any] = {
-        "rule": lambda v: v.rule_id, "severity": lambda v: v.severity,
-        "client": lambda v: entries[v.entry_id].ledes_client_id or entries[v.entry_id].client_source_id,
-        "matter": lambda v: entries[v.entry_id].law_firm_matter_id,
-        "timekeeper": lambda v: entries[v.entry_id].timekeeper_name or entries[v.entry_id].timekeeper_key,
-        "month": lambda v: entries[v.entry_id].work_date.isoformat()[:7]}
-    # every breakdown: (findings, distinct entries) per key
-    groups = {dim: {k: (sum(1 for v in current if key(v) == k), len({v.entry_id for v in current if key(v) == k}))
-                    for k in {key(v) for v in current}} for dim, key in keys.items()}
-    return {"groups": groups,
+    return {"groups": breakdowns(entries, current),
             "entries": len(entries), "findings": len(current), "flagged": len({v.entry_id for v in current}),
             "by_rule": dict(by_rule), "by_month": dict(Counter(entries[v.entry_id].work_date.isoformat()[:7]
                                                                 for v in current)),

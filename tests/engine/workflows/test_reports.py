@@ -24,12 +24,8 @@ from tests.conftest import CTX, REPO, entry
 START, END = dt.date(2026, 3, 1), dt.date(2026, 4, 30)
 
 
-def in_python(session: Session, start: dt.date, end: dt.date) -> dict[str, Any]:
-    entries = {e.id: e for e in session.scalars(select(EntryRow))
-               if e.state != EntryState.WITHDRAWN and start <= e.work_date <= end}
-    current = [v for v in session.scalars(select(ViolationRow))
-               if v.current and v.rule_status == "active" and v.entry_id in entries]
-    ever = {v.entry_id for v in session.scalars(select(ViolationRow)) if v.rule_status == "active"}
+def breakdowns(entries: dict[int, EntryRow], current: list[ViolationRow]) -> dict[str, dict[Any, tuple[int, int]]]:
+    """Every breakdown of the findings, worked out in Python: per key, (findings, distinct entries)."""
 
     def of(v: ViolationRow) -> EntryRow:
         return entries[v.entry_id]
@@ -40,13 +36,23 @@ def in_python(session: Session, start: dt.date, end: dt.date) -> dict[str, Any]:
         "matter": lambda v: of(v).law_firm_matter_id,
         "timekeeper": lambda v: of(v).timekeeper_name or of(v).timekeeper_key,
         "month": lambda v: of(v).work_date.isoformat()[:7]}
-    by = {dim: {k: (sum(1 for v in current if key(v) == k), len({v.entry_id for v in current if key(v) == k}))
-                for k in {key(v) for v in current}} for dim, key in keys.items()}
+    return {dim: {k: (sum(1 for v in current if key(v) == k), len({v.entry_id for v in current if key(v) == k}))
+                  for k in {key(v) for v in current}} for dim, key in keys.items()}
+
+
+def in_python(session: Session, start: dt.date, end: dt.date) -> dict[str, Any]:
+    entries = {e.id: e for e in session.scalars(select(EntryRow))
+               if e.state != EntryState.WITHDRAWN and start <= e.work_date <= end}
+    current = [v for v in session.scalars(select(ViolationRow))
+               if v.current and v.rule_status == "active" and v.entry_id in entries]
+    ever = {v.entry_id for v in session.scalars(select(ViolationRow)) if v.rule_status == "active"}
+
+    by = breakdowns(entries, current)
     proposed: dict[str, dict[str, Decimal]] = {}
     for v in current:
         if v.adjustment:
             totals = proposed.setdefault(v.rule_id, {})
-            currency = of(v).record["currency"]
+            currency = entries[v.entry_id].record["currency"]
             totals[currency] = totals.get(currency, Decimal(0)) + Decimal(v.adjustment["amount"])
     billed = [e for e in entries.values() if e.state == EntryState.INVOICED]
     reviewed = [Decimal(a.after["write_down"]) for a in session.scalars(select(ReviewAction))
