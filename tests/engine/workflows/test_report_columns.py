@@ -167,7 +167,7 @@ def test_migration_0007_fills_the_columns_of_stored_findings(db_url: str, sessio
     command.downgrade(alembic_config(db_url), "0006")
     assert current_revision(db_url) == "0006"
     upgrade(db_url)
-    assert current_revision(db_url) == "0009"
+    assert current_revision(db_url) == "0010"
     assert check_facts(sessions) == 3  # migration 0008 copies every entry's facts, as intake writes them
     filled = stored()
     # A current finding gets back exactly what intake wrote; a superseded one gets its entry's present values
