@@ -11,15 +11,13 @@ Everything is added up by the database with GROUP BY, on SQLite and PostgreSQL a
   judged again and its findings written again), and a partial index on the current findings of active-status
   rules holds all the statements read (with the adjustment's amount, kept beside its JSON as
   ``adjustment_amount``): they never read the table's rows. A withdrawn entry has no current finding (withdrawing
-  supersedes them), so the findings need no test of the entry's state. The entry-level breakdowns are added up
-  by the finest combination of client, matter, timekeeper and month (a few thousand rows, rolled up here into
-  each of those breakdowns and by severity: an entry falls in one combination, so its count adds up), the rules
-  by (combination, rule) on SQLite and by rule on PostgreSQL. How each database gets there differs, as their
-  aggregation does. PostgreSQL hashes: its index is by (work date, entry), so an entry's findings come one after
-  another and a row per entry streams out with no sort, then is hashed into its combination. SQLite only sorts
-  to group: its index leads with (month, client, matter, timekeeper), so the combinations stream out of it in
-  order, each counting its distinct entries as it goes (sorting a year's entries into the combinations was
-  half the report's time); the window's months bound the part of the index read.
+  supersedes them), so the findings need no test of the entry's state. The index leads with the month and the
+  entry's client, matter and timekeeper, then the rule and the entry: the findings stream out of it grouped by
+  that finest combination of the entry-level dimensions, each group counting its distinct entries as it goes
+  (no sort on SQLite, which has no hash aggregate; on PostgreSQL half the time of hashing a row per entry into
+  the groups). A few thousand rows, rolled up here into each of those breakdowns and by severity: an entry falls
+  in one combination, so its count adds up. The rules are counted by (combination, rule) the same way and added
+  up by rule. The window's months bound the part of the index read.
 - **Write-downs proposed**: the adjustments those findings propose (``amount``: the change to the line total,
   negative for a write-down), by rule and by the entry's currency. **Made by reviewers**: the ``write_down`` of
   each ``adjust`` action in the audit trail on entries in the window, by the entry's currency (read from the
@@ -47,19 +45,12 @@ from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from engine.errors import Invalid
-from engine.store.models import (
-    REPORT_POSTGRESQL_WHERE,
-    REPORT_SQLITE_CLIENT,
-    REPORT_SQLITE_MONTH,
-    REPORT_SQLITE_WHERE,
-)
+from engine.store.models import REPORT_CLIENT, REPORT_MONTH, REPORT_POSTGRESQL_WHERE, REPORT_SQLITE_WHERE
 
 DIMENSIONS = ("rule", "client", "matter", "timekeeper", "month", "severity")
 SEVERITIES = ("error", "warning", "info")  # the rule schema's
 DECIMAL_SUM = "ocg_decimal_sum"
 CSV_COLUMNS = ("section", "key", "currency", "findings", "entries", "amount")
-# SQLite's grouping of the findings, in the order its report index gives them.
-SQLITE_COMBINATION = f"{REPORT_SQLITE_MONTH}, {REPORT_SQLITE_CLIENT}, entry_matter_id, entry_timekeeper"
 WORK_MEM = "64MB"  # PostgreSQL's memory per sort or hash for the report's statements
 
 
@@ -173,57 +164,42 @@ def findings_report(session: Session, *, start: dt.date | None = None, end: dt.d
     facts_window = entry_window("f", "NOT f.withdrawn" if pg else "f.withdrawn = 0")
     # The findings' own window, on the entry's columns each violation keeps (see the module's docstring). The
     # current/status test is written out (not bound) so that both databases use the partial index.
+    # The report's index leads with the month: the window's months bound the part of it read, then the dates are
+    # tested on each finding.
+    month = REPORT_MONTH[name]
     found = [REPORT_POSTGRESQL_WHERE if pg else REPORT_SQLITE_WHERE]
-    if start is not None:
-        if not pg:  # SQLite's index leads with the month: the window's months bound the part of it read
-            found.append(f"{REPORT_SQLITE_MONTH} >= :start_month")
-            params["start_month"] = start.isoformat()[:7]
-        found.append("entry_work_date >= :start")
-    if end is not None:
-        if not pg:
-            found.append(f"{REPORT_SQLITE_MONTH} <= :end_month")
-            params["end_month"] = end.isoformat()[:7]
-        found.append("entry_work_date <= :end")
+    for bound, day, test in (("start", start, ">="), ("end", end, "<=")):
+        if day is not None:
+            found.append(f"{month} {test} :{bound}_month")
+            found.append(f"entry_work_date {test} :{bound}")
+            params[f"{bound}_month"] = day.replace(day=1) if pg else day.isoformat()[:7]
     if clients:
         found.append(f"(entry_ledes_client_id IN ({marks}) OR entry_client_source_id IN ({marks}))")
     found_window = " AND ".join(found)
     if pg:
         total = "SUM"
-        # The groupings hash many rows: in memory, not in files; and short statements over many rows cost more to
-        # compile to machine code than they save (this transaction only).
+        # Sorts and hashes of many rows (the write-downs by rule, the clean entries' anti-join) in memory, not in
+        # files; and short statements over many rows cost more to compile to machine code than they save (this
+        # transaction only).
         session.execute(text(f"SET LOCAL work_mem = '{WORK_MEM}'"))
         session.execute(text("SET LOCAL jit = off"))
     else:
         total = DECIMAL_SUM
     by: dict[str, list[Group]] = {dim: [] for dim in DIMENSIONS}
     findings = flagged = 0
-    # 1. Findings and distinct entries by the finest combination of the entry-level dimensions (client, matter,
-    # timekeeper, month), and by severity within it: a few thousand rows, rolled up into each dimension here (an
-    # entry is in exactly one combination, so the entries add up as well as the findings). Severity is one of
-    # the schema's three (any other value an aggregate type might give counts under its own name, read
-    # separately). Row: client, matter, timekeeper, month, entries, findings, then (entries, findings) per
-    # severity.
+    # 1. Findings and distinct entries by the finest combination of the entry-level dimensions (month, client,
+    # matter, timekeeper), and by severity within it, as they stream out of the report's index in that order: a
+    # few thousand rows, rolled up into each dimension here (an entry is in exactly one combination, so the
+    # entries add up as well as the findings). Severity is one of the schema's three (any other value an
+    # aggregate type might give counts under its own name, read separately). Row: client, matter, timekeeper,
+    # month, entries, findings, then (entries, findings) per severity.
     known = " AND ".join(f"severity <> '{s}'" for s in SEVERITIES)
-    if pg:
-        # PostgreSQL: one row per entry, streamed through the report's index in its order (work date, entry: no
-        # sort), with the entry's columns as the MIN of its findings' (they are all the same), then hashed into
-        # the combinations.
-        per_entry = ("SELECT MIN(COALESCE(entry_ledes_client_id, entry_client_source_id)) AS client, "
-                     "MIN(entry_matter_id) AS matter, MIN(entry_timekeeper) AS timekeeper, "
-                     "MIN(to_char(entry_work_date, 'YYYY-MM')) AS month, COUNT(*) AS n, "
-                     + ", ".join(f"COUNT(*) FILTER (WHERE severity = '{s}') AS n_{s}" for s in SEVERITIES)
-                     + f" FROM violations WHERE {found_window} GROUP BY entry_work_date, entry_id")
-        combined = ("SELECT client, matter, timekeeper, month, COUNT(*), SUM(n), "
-                    + ", ".join(f"COUNT(*) FILTER (WHERE n_{s} > 0), SUM(n_{s})" for s in SEVERITIES)
-                    + f" FROM ({per_entry}) e GROUP BY client, matter, timekeeper, month")
-    else:
-        # SQLite, which sorts to group: its report index leads with (month, client, matter, timekeeper), so the
-        # combinations stream out of it in order, each counting its distinct entries as it goes.
-        combined = (f"SELECT {REPORT_SQLITE_CLIENT}, entry_matter_id, entry_timekeeper, {REPORT_SQLITE_MONTH}, "
-                    "COUNT(DISTINCT entry_id), COUNT(*), "
-                    + ", ".join(f"COUNT(DISTINCT CASE WHEN severity = '{s}' THEN entry_id END), "
-                                f"SUM(severity = '{s}')" for s in SEVERITIES)
-                    + f" FROM violations WHERE {found_window} GROUP BY {SQLITE_COMBINATION}")
+    combination = f"{month}, {REPORT_CLIENT}, entry_matter_id, entry_timekeeper"
+    combined = (f"SELECT {REPORT_CLIENT}, entry_matter_id, entry_timekeeper, "
+                + (f"to_char({month}, 'YYYY-MM')" if pg else month) + ", COUNT(DISTINCT entry_id), COUNT(*), "
+                + ", ".join(f"COUNT(DISTINCT CASE WHEN severity = '{s}' THEN entry_id END), "
+                            f"COUNT(CASE WHEN severity = '{s}' THEN 1 END)" for s in SEVERITIES)
+                + f" FROM violations WHERE {found_window} GROUP BY {combination}")
     rollup: dict[str, dict[str | None, list[int]]] = {dim: {} for dim in ("client", "matter", "timekeeper",
                                                                           "month", "severity")}
     for row in session.execute(text(combined), params):
@@ -247,16 +223,11 @@ def findings_report(session: Session, *, start: dt.date | None = None, end: dt.d
             rollup["severity"][severity] = [int(count), int(entries)]
     for dim, groups in rollup.items():
         by[dim] = [Group(key, count, entries) for key, (count, entries) in groups.items()]
-    # 2. By rule, findings and distinct entries (not COUNT(*): two rule sets can share a rule id on one entry).
-    # PostgreSQL: one row per (entry, rule), streamed in the index's order, then hashed by rule. SQLite: by
-    # (combination, rule), streamed out of its index in order, added up by rule here (an entry is in one
+    # 2. By rule, findings and distinct entries (not COUNT(*): two rule sets can share a rule id on one entry), by
+    # (combination, rule) as they stream out of the index, added up by rule here (an entry is in one
     # combination, so its distinct entries add up).
-    if pg:
-        by_rule = (f"SELECT rule_id, SUM(n), COUNT(*) FROM (SELECT rule_id, COUNT(*) AS n FROM violations WHERE "
-                   f"{found_window} GROUP BY entry_work_date, entry_id, rule_id) r GROUP BY rule_id")
-    else:
-        by_rule = (f"SELECT rule_id, COUNT(*), COUNT(DISTINCT entry_id) FROM violations WHERE {found_window} "
-                   f"GROUP BY {SQLITE_COMBINATION}, rule_id")
+    by_rule = (f"SELECT rule_id, COUNT(*), COUNT(DISTINCT entry_id) FROM violations WHERE {found_window} "
+               f"GROUP BY {combination}, rule_id")
     rules: dict[str, list[int]] = {}
     for key, count, entries in session.execute(text(by_rule), params):
         sums = rules.setdefault(key, [0, 0])

@@ -14,6 +14,8 @@ def test_the_migrations_reach_the_newest_revision(empty_db_url: str) -> None:
     from alembic.runtime.migration import MigrationContext
     from alembic.script import ScriptDirectory
 
+    from sqlalchemy.schema import CreateIndex
+
     from engine.store.db import alembic_config, make_engine
     from engine.store.models import Base, for_dialect
 
@@ -34,20 +36,25 @@ def test_the_migrations_reach_the_newest_revision(empty_db_url: str) -> None:
         indexes = {row[0]: row[1] for row in connection.exec_driver_sql(
             "SELECT indexname, indexdef FROM pg_indexes WHERE tablename = 'violations'" if dialect == "postgresql"
             else "SELECT name, sql FROM sqlite_master WHERE type = 'index' AND tbl_name = 'violations'")}
-    engine.dispose()
     # Alembic reads no index on expressions back from SQLite: the report's is compared with the model's here.
     report = Base.metadata.tables["violations"].indexes
     wanted = {index.name for index in report if index.name.startswith("ix_violations_report")
               and for_dialect(index, dialect)}
-    assert wanted == {"ix_violations_report_months" if dialect == "sqlite" else "ix_violations_report"}
+    assert wanted == {f"ix_violations_report_{dialect}"}
     assert {name for name in indexes if name.startswith("ix_violations_report")} == wanted
-    if dialect == "sqlite":
-        from sqlalchemy.dialects import sqlite
-        from sqlalchemy.schema import CreateIndex
+    (index,) = (index for index in report if index.name in wanted)
+    declared = str(CreateIndex(index).compile(dialect=engine.dialect))
 
-        (index,) = (index for index in report if index.name == "ix_violations_report_months")
-        declared = str(CreateIndex(index).compile(dialect=sqlite.dialect()))
-        assert " ".join(indexes[index.name].split()) == " ".join(declared.replace("IF NOT EXISTS ", "").split())
+    if dialect == "sqlite":
+        assert " ".join(indexes[index.name].split()) == " ".join(declared.split())
+    else:  # PostgreSQL gives back its own rendering: compare with its rendering of the model's, made and undone
+        with engine.connect() as connection, connection.begin() as scratch:
+            connection.exec_driver_sql(declared.replace(index.name, "ix_scratch_declared", 1))
+            (rendered,) = connection.exec_driver_sql(
+                "SELECT indexdef FROM pg_indexes WHERE indexname = 'ix_scratch_declared'").one()
+            scratch.rollback()
+        assert indexes[index.name] == rendered.replace("ix_scratch_declared", index.name, 1)
+    engine.dispose()
 
 
 def test_migration_0009_keeps_one_current_evaluation_per_entry_and_version(db_url: str) -> None:
@@ -103,9 +110,9 @@ def test_migration_0009_keeps_one_current_evaluation_per_entry_and_version(db_ur
     engine.dispose()
 
 
-def test_migration_0010_moves_sqlites_report_index_to_months_and_back(db_url: str) -> None:
-    """On SQLite, 0010 replaces the report's index by work date with the one by month, and its downgrade puts the
-    old one back; on PostgreSQL it changes nothing. Either way the report's answer stays the same."""
+def test_migration_0010_moves_the_report_index_to_months_and_back(db_url: str) -> None:
+    """0010 replaces the report's index by work date with the one by month (its own for each database), and its
+    downgrade puts the old one back; the report's answer stays the same either way."""
     from alembic import command
 
     from engine.store.db import alembic_config, make_engine, session_factory, transaction
@@ -132,14 +139,14 @@ def test_migration_0010_moves_sqlites_report_index_to_months_and_back(db_url: st
         with sessions() as session:
             return as_json(findings_report(session))
 
-    sqlite = engine.dialect.name == "sqlite"
+    by_month = {f"ix_violations_report_{engine.dialect.name}"}
     answer = report()
     assert answer["findings"] >= 2  # type: ignore[operator]
-    assert report_indexes() == ({"ix_violations_report_months"} if sqlite else {"ix_violations_report"})
+    assert report_indexes() == by_month
     command.downgrade(alembic_config(db_url), "0009")
     assert report_indexes() == {"ix_violations_report"}
     assert report() == answer
     upgrade(db_url)
-    assert report_indexes() == ({"ix_violations_report_months"} if sqlite else {"ix_violations_report"})
+    assert report_indexes() == by_month
     assert report() == answer
     engine.dispose()
