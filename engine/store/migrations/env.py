@@ -5,7 +5,7 @@ from __future__ import annotations
 from alembic import context
 
 from engine.store.db import make_engine
-from engine.store.models import Base
+from engine.store.models import Base, for_dialect
 
 config = context.config
 target_metadata = Base.metadata
@@ -21,7 +21,10 @@ def run_migrations_offline() -> None:
 def run_migrations_online() -> None:
     engine = make_engine(config.get_main_option("sqlalchemy.url"))
     with engine.connect() as connection:
-        context.configure(connection=connection, target_metadata=target_metadata, render_as_batch=True)
+        dialect = connection.dialect.name
+        # Autogenerate leaves alone what is made for the other database only (the findings report's index).
+        context.configure(connection=connection, target_metadata=target_metadata, render_as_batch=True,
+                          include_object=lambda item, *_: for_dialect(item, dialect))
         with context.begin_transaction():
             context.run_migrations()
     engine.dispose()
