@@ -13,7 +13,6 @@ def test_the_migrations_reach_the_newest_revision(empty_db_url: str) -> None:
     from alembic.autogenerate import compare_metadata
     from alembic.runtime.migration import MigrationContext
     from alembic.script import ScriptDirectory
-
     from sqlalchemy.schema import CreateIndex
 
     from engine.store.db import alembic_config, make_engine
