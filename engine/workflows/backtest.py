@@ -61,7 +61,9 @@ from typing import Any
 
 import orjson
 from sqlalchemy import (
+    DateTime,
     Float,
+    Integer,
     Select,
     String,
     and_,
@@ -89,13 +91,14 @@ from engine.rules.features import DATE, DERIVED_FUNCTIONS, ENTRY_FIELD_TYPES, Ev
 from engine.rules.ruleset import Rule, RuleSet
 from engine.rules.types import type_of
 from engine.rules.types.base import RuleType
-from engine.rules.types.staffing import BudgetRule, Carried, charged
+from engine.rules.types.staffing import Budget, BudgetRule, Carried, budgets_of, charged
 from engine.store.models import (
     FACT_FIELDS,
     EntryFacts,
     EntryRow,
     EntryState,
     Evaluation,
+    ExactDecimal,
     RuleSetStatus,
     RuleSetVersion,
     ViolationRow,
@@ -1322,6 +1325,17 @@ def _whole_pass(session: Session, result: Backtest, tally: _Tally, after: _Side,
     bounded by the chunk, budgets' totals carried from chunk to chunk); any other type over the whole window at
     once, in full (no such type is registered today)."""
     sides = [side for side in (after, before) if side is not None and side.whole_rules is not None]
+    by_sql = _budgets_by_sql(session, sides, window)
+    for rule_id in by_sql:
+        _budget_pass(session, result, tally, rule_id, after, before, window, scopes, progress)
+    if by_sql:  # the rest of the whole rules, if any, as before
+        rest = [(side, [r.id for r in side.whole_rules.rules if r.id not in by_sql])  # type: ignore[union-attr]
+                for side in sides]
+        sides = [dataclasses.replace(side, whole_rules=_subset(side.ruleset, ids)) for side, ids in rest if ids]
+        after = next((side for side in sides if side.name == after.name), after)
+        before = next((side for side in sides if before is not None and side.name == before.name), before)
+        if not sides:
+            return
     if all(rule.type in MATTER_GROUPED for side in sides for rule in side.whole_rules.rules):  # type: ignore[union-attr]
         runners = [(side, _Aggregates(side.whole_rules, ctx), _Carry(side.ruleset, side.whole_rules))  # type: ignore[arg-type]
                    for side in sides]
@@ -1366,6 +1380,149 @@ def _matter_fields(rulesets: Iterable[RuleSet]) -> set[str]:
         for scope in compile_ruleset(rules).scopes.values():
             fields |= _node_fields(scope)
     return fields
+
+
+def _budgets_by_sql(session: Session, sides: Sequence[_Side], window: Window) -> list[str]:
+    """The changed budget rules whose running totals the database can keep (a window sum per budget): those
+    that are budgets on every side that judges them, when every entry in the window has its ``entry_facts``
+    row. (A budget has no ``when``: its rule set refuses one.)"""
+    ids: dict[str, bool] = {}
+    for side in sides:
+        for rule in side.whole_rules.rules:  # type: ignore[union-attr]
+            ids[rule.id] = ids.get(rule.id, True) and rule.type == "budget" and rule.when is None
+    wanted = sorted(rule_id for rule_id, ok in ids.items() if ok)
+    return wanted if wanted and _facts_complete(session, window) else []
+
+
+def _period(session: Session, budget: Budget, day: Any) -> Any:
+    """The start of the budget period a work date counts in, as the database can compute it (a constant when
+    the budget has no periods: its own dates bound it)."""
+    if budget.per is None:
+        return None
+    if session.get_bind().dialect.name == "postgresql":
+        return func.date_trunc(budget.per, cast(day, DateTime))
+    text_day = type_coerce(day, String)
+    if budget.per == "month":
+        return func.substr(text_day, 1, 7, type_=String)
+    if budget.per == "year":
+        return func.substr(text_day, 1, 4, type_=String)
+    quarter = (cast(func.substr(text_day, 6, 2, type_=String), Integer) + 2) // 3
+    return func.substr(text_day, 1, 4, type_=String) + "Q" + cast(quarter, String)
+
+
+class _BudgetSum:
+    """SQLite window aggregate: a budget's running total, in ``Decimal`` (SQLite has no exact decimal), over the
+    rows it counts; its value says whether the current row counts and is at or over the line."""
+
+    def __init__(self) -> None:
+        self.total = Decimal(0)
+        self.flag = 0
+
+    def step(self, counts: Any, amount: Any, quantity: Any, rate: Any, adjustment: Any, limit: Any,
+             threshold: Any) -> None:
+        self.flag = 0
+        if not counts:
+            return
+        if amount is not None:
+            billed = _exact(amount)
+        elif quantity is not None and rate is not None:
+            billed = _exact(quantity) * _exact(rate)
+        else:
+            return
+        self.total += billed + _exact(adjustment) if adjustment is not None else billed
+        over = self.total > _exact(limit)
+        self.flag = int(over or (threshold is not None and self.total >= _exact(threshold)))
+
+    def value(self) -> int:
+        return self.flag
+
+    def inverse(self, *_: Any) -> None:  # the frame only grows (unbounded preceding)
+        raise NotImplementedError
+
+    def finalize(self) -> int:
+        return self.flag
+
+
+def _exact(value: Any) -> Decimal:
+    if isinstance(value, float):
+        raise TypeError("a money value reached the budget's total as a float")
+    return value if isinstance(value, Decimal) else Decimal(value)
+
+
+BUDGET_SUM = "ocg_budget_sum"
+
+
+def _budget_pass(session: Session, result: Backtest, tally: _Tally, rule_id: str, after: _Side,
+                 before: _Side | None, window: Window, scopes: list[RuleSet], progress: Progress | None) -> None:
+    """A changed budget rule judged by the database: per side and budget, the running total of the charged
+    entries it counts, by matter and period in work-date order (on one date, in the order the entries were
+    first stored), as a window sum; an entry is flagged where it counts and the total including it is at or over
+    the warning line, or over the budget. PostgreSQL sums ``numeric``; SQLite a ``Decimal`` aggregate registered
+    on the connection. Only the flagged entries come back, in entry order."""
+    f = EntryFacts.__table__
+    pg = session.get_bind().dialect.name == "postgresql"
+    if not pg:
+        raw = session.connection().connection.driver_connection
+        raw.create_window_function(BUDGET_SUM, 7, _BudgetSum)  # type: ignore[union-attr]
+    order = (f.c.work_date, f.c.entry_id)
+    flags: list[Any] = []
+    for side in (after, before):
+        if side is None or side.whole_rules is None or rule_id not in {r.id for r in side.whole_rules.rules}:
+            flags.append(literal(0))
+            continue
+        rule = side.ruleset.rule(rule_id)
+        kinds = ["time", "expense"] if rule.params.get("include_expenses") else ["time"]
+        counted = [_governed(side.ruleset, f), f.c.entry_kind.in_(kinds), f.c.billable.is_(True),
+                   or_(f.c.no_charge.is_(None), f.c.no_charge.is_(False)), f.c.law_firm_matter_id.isnot(None)]
+        if rule.effective_from is not None:
+            counted.append(f.c.work_date >= rule.effective_from)
+        if rule.effective_to is not None:
+            counted.append(f.c.work_date <= rule.effective_to)
+        warn = rule.params.get("warn_at")
+        crossed: list[Any] = []
+        for budget in budgets_of(rule):
+            covers = list(counted)
+            if budget.matter is not None:
+                covers.append(f.c.law_firm_matter_id == budget.matter)
+            if budget.tasks is not None:
+                covers.append(f.c.utbms_task_code.in_(sorted(budget.tasks)))
+            if budget.start is not None:
+                covers.append(f.c.work_date >= budget.start)
+            if budget.end is not None:
+                covers.append(f.c.work_date <= budget.end)
+            threshold = budget.amount * Decimal(warn) if warn is not None else None
+            period = _period(session, budget, f.c.work_date)
+            within: dict[str, Any] = dict(
+                partition_by=(f.c.law_firm_matter_id,) if period is None else (f.c.law_firm_matter_id, period),
+                order_by=order, rows=(None, 0))
+            if pg:
+                net = (func.coalesce(f.c.amount, f.c.quantity * f.c.rate)
+                       + func.coalesce(f.c.adjustment_amount, literal(Decimal(0), ExactDecimal())))
+                total = func.sum(case((and_(*covers), net), else_=None)).over(**within)
+                line = total > literal(budget.amount, ExactDecimal())
+                if threshold is not None:
+                    line = or_(line, total >= literal(threshold, ExactDecimal()))
+                crossed.append(and_(*covers, line))
+            else:
+                total = getattr(func, BUDGET_SUM)(
+                    _flag(session, and_(*covers)), type_coerce(f.c.amount, String), type_coerce(f.c.quantity, String),
+                    type_coerce(f.c.rate, String), type_coerce(f.c.adjustment_amount, String), str(budget.amount),
+                    None if threshold is None else str(threshold)).over(**within)
+                crossed.append(total == 1)
+        flags.append(_flag(session, or_(*crossed)))
+    judged = (select(f.c.entry_id, f.c.entry_uid, flags[0].label("mine"), flags[1].label("theirs"))
+              .where(*_filters(window, scopes, f)).subquery("budget_totals"))
+    query = (select(judged.c.entry_id, judged.c.entry_uid, judged.c.mine, judged.c.theirs)
+             .where(or_(judged.c.mine == 1, judged.c.theirs == 1)).order_by(judged.c.entry_id))
+    read = 0
+    for rows in _stream(session, query):
+        for entry_id, uid, mine, theirs in rows:
+            if rule_id in tally.diffs:
+                tally.pair(rule_id, entry_id, uid, bool(theirs), bool(mine))
+        read += len(rows)
+        if progress is not None:
+            progress(f"budget {rule_id}", read, 0)
+    result.entries_read += read
 
 
 def _matter_light_query(session: Session, fields: Iterable[str], window: Window, scopes: Sequence[RuleSet],

@@ -438,6 +438,52 @@ def test_attendance_and_budgets_are_judged_matter_by_matter_with_totals_carried_
     assert len(read) > 20 and max(read) < backtests.CHUNK + max(day_sizes.values())
 
 
+def test_a_budget_total_on_its_line_is_judged_as_the_engine_judges_it(sessions: sessionmaker[Session]) -> None:
+    """The database's running totals (PostgreSQL's numeric, SQLite's Decimal aggregate) against budgets set to a
+    total the engine reaches exactly: at the budget is not over it, at the warning line is a warning; a cent less
+    flags one entry more."""
+    entries = list(generate(160, seed=23, start=dt.date(2026, 2, 1), days=120))  # across quarters and months
+    stored_acme(sessions, entries)
+    matter = Counter(e.law_firm_matter_id for e in entries if e.ledes_client_id == "ACME01").most_common(1)[0][0]
+
+    def draft(session: Session, *budgets: dict[str, Any], warn_at: float | None = None) -> RuleSetVersion:
+        doc = yaml.safe_load(ACME)
+        params: dict[str, Any] = {"budgets": list(budgets)}
+        if warn_at is not None:
+            params["warn_at"] = warn_at
+        doc["rules"].append({"id": "ACME-BUDGET-900", "title": "Matter budget", "type": "budget",
+                             "severity": "error", "params": params})
+        return add_ruleset_version(session, yaml.safe_dump(doc, sort_keys=False))
+
+    with transaction(sessions) as session:
+        active = session.scalar(select(RuleSetVersion).where(RuleSetVersion.status == RuleSetStatus.ACTIVE))
+        # Every counted entry goes over a budget of a cent: the evidence gives each running total.
+        everything = reference(session, draft(session, {"matter": matter, "amount": 0.01}), active,
+                               backtests.Window(), INGESTED)
+        totals = sorted(v.evidence[0].actual for (_, rule), v in everything["new"].items()
+                        if rule == "ACME-BUDGET-900")
+        # A budget's amount is the YAML number as the engine reads it (a float's exact value): a total that a
+        # float holds exactly can be met exactly.
+        exact = [t for t in totals if Decimal(float(t)) == t]
+        assert len(totals) > 10 and exact
+        line = exact[len(exact) // 2]
+        flagged = {}
+        for name, budgets, warn in (("at", {"matter": matter, "amount": float(line)}, None),
+                                    ("a cent under", {"matter": matter, "amount": float(line - Decimal("0.01"))}, None),
+                                    ("warned at", {"matter": matter, "amount": float(line * 2)}, 0.5),
+                                    ("per month", {"per": "month", "amount": float(line)}, 0.25),
+                                    ("per quarter", {"per": "quarter", "amount": float(line)}, None),
+                                    ("per year", {"per": "year", "amount": float(line)}, None)):
+            version = draft(session, budgets, warn_at=warn)
+            ref = reference(session, version, active, backtests.Window(), INGESTED)
+            check_exact(backtests.backtest(session, version.id, context=INGESTED, examples=3), ref, 3)
+            flagged[name] = ref["rules"].get("ACME-BUDGET-900", {}).get("flagged_after", 0)
+    # The line is exact: a cent under it flags the entry that reaches it; half of twice it warns there.
+    assert flagged["a cent under"] == flagged["at"] + 1
+    assert flagged["warned at"] == flagged["at"] + 1
+    assert flagged["per month"] > 0 and flagged["per quarter"] > 0
+
+
 def test_the_window_and_errors(sessions: sessionmaker[Session]) -> None:
     entries = list(generate(40, seed=2))
     active = stored_acme(sessions, entries)
