@@ -1619,7 +1619,6 @@ def _examples(session: Session, tally: _Tally, after: _Side, before: _Side | Non
         return []
     out = []
     full = _records(session, sorted({entry_id for _, _, _, entry_id in kept}))
-    chunks: dict[tuple[str, str, str | None], dict[int, tuple[list[Entry], dict[str, Carried] | None]]] = {}
     for rule_id, change, uid, entry_id in kept:
         side = after if change == NEWLY else before
         assert side is not None
@@ -1631,12 +1630,7 @@ def _examples(session: Session, tally: _Tally, after: _Side, before: _Side | Non
         elif rule.type in DAY_GROUPED:
             group = _day_entries(session, entry_id, window)
         elif rule.type in MATTER_GROUPED:
-            matter = entry.law_firm_matter_id
-            key = (change, rule_id, matter)
-            if key not in chunks:  # the kept examples of this side, rule and matter, in one reading of the matter
-                ids = {i for r, c, _, i in kept if (r, c) == (rule_id, change) and full[i].law_firm_matter_id == matter}
-                chunks[key] = _matter_chunks_of(session, side.ruleset, rule_id, matter, ids, window)  # type: ignore[arg-type]
-            group, carried = chunks[key][entry_id]
+            group, carried = _matter_day_of(session, side.ruleset, rule, entry, window)
         else:
             group = _window_entries(session, window)
         found = None
@@ -1668,26 +1662,31 @@ def _day_entries(session: Session, entry_id: int, window: Window) -> list[Entry]
     return [Entry.model_validate(record) for (record,) in rows]
 
 
-def _matter_chunks_of(session: Session, ruleset: RuleSet, rule_id: str, matter: str, entry_ids: set[int],
-                      window: Window) -> dict[int, tuple[list[Entry], dict[str, Carried] | None]]:
-    """The chunks of a matter's entries that ``entry_ids`` are judged in by :func:`_whole_pass`, read in full,
-    with the budget totals carried into each (the matter's entries are streamed once more, light, up to the
-    last chunk that holds one of them)."""
-    rules = _subset(ruleset, [rule_id])
+def _matter_day_of(session: Session, ruleset: RuleSet, rule: Rule, entry: Entry,
+                   window: Window) -> tuple[list[Entry], dict[str, Carried] | None]:
+    """What an example of a matter-grouped rule is judged with, as :func:`_whole_pass` judges it: the entries of its
+    matter-day, in full, and for a budget the totals carried into that day. Those totals come from the matter's
+    earlier entries in the window, light and through the matter's index, from the earliest start of the periods the
+    day counts in (from the matter's first entry when a budget has neither period nor start date)."""
+    matter, day = entry.law_firm_matter_id, entry.work_date
+    t = EntryRow.__table__
+    ids = session.scalars(select(t.c.id).where(*_filters(window, [ruleset]), t.c.law_firm_matter_id == matter,
+                                               t.c.work_date == day).order_by(t.c.id)).all()
+    records = _records(session, ids)
+    group = [records[i] for i in ids]
+    if rule.type != "budget":
+        return group, None
+    rules = _subset(ruleset, [rule.id])
     carry = _Carry(ruleset, rules)
+    starts = [budget.period_start(day) for budget in budgets_of(rule)]
     query, reader = _matter_light_query(session, _matter_fields([rules]), window, [ruleset], matter)
-    found: dict[int, tuple[list[Entry], dict[str, Carried] | None]] = {}
+    earlier = reader.table.c.work_date
+    query = query.where(earlier < day)
+    if all(start is not None for start in starts):
+        query = query.where(earlier >= min(starts))  # type: ignore[type-var]
     for chunk in _light_matter_chunks(session, query, reader):
-        here = [e.entry_id for e in chunk if e.entry_id in entry_ids]
-        if here:
-            ids = [e.entry_id for e in chunk]
-            full = _records(session, ids)
-            judged = ([full[i] for i in ids], carry.before(chunk))
-            found.update(dict.fromkeys(here, judged))
-            if len(found) == len(entry_ids):
-                break
         carry.after(chunk)
-    return found
+    return group, carry.before(group)
 
 
 def _window_entries(session: Session, window: Window) -> list[Entry]:

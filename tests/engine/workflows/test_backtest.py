@@ -473,15 +473,17 @@ def test_a_budget_total_on_its_line_is_judged_as_the_engine_judges_it(sessions: 
                                     ("warned at", {"matter": matter, "amount": float(line * 2)}, 0.5),
                                     ("per month", {"per": "month", "amount": float(line)}, 0.25),
                                     ("per quarter", {"per": "quarter", "amount": float(line)}, None),
-                                    ("per year", {"per": "year", "amount": float(line)}, None)):
-            version = draft(session, budgets, warn_at=warn)
+                                    ("per year", {"per": "year", "amount": float(line)}, None),
+                                    ("month and year", [{"per": "month", "amount": float(line) / 4},
+                                                        {"per": "year", "amount": float(line)}], None)):
+            version = draft(session, *(budgets if isinstance(budgets, list) else [budgets]), warn_at=warn)
             ref = reference(session, version, active, backtests.Window(), INGESTED)
             check_exact(backtests.backtest(session, version.id, context=INGESTED, examples=3), ref, 3)
             flagged[name] = ref["rules"].get("ACME-BUDGET-900", {}).get("flagged_after", 0)
     # The line is exact: a cent under it flags the entry that reaches it; half of twice it warns there.
     assert flagged["a cent under"] == flagged["at"] + 1
     assert flagged["warned at"] == flagged["at"] + 1
-    assert flagged["per month"] > 0 and flagged["per quarter"] > 0
+    assert flagged["per month"] > 0 and flagged["per quarter"] > 0 and flagged["month and year"] > 0
 
 
 def test_the_window_and_errors(sessions: sessionmaker[Session]) -> None:
