@@ -31,15 +31,19 @@ judged as it was billed. It is worked out doing less than that, and never holdin
   ``age_days`` or ``outside_billing_period``, are evaluated.
 - **Aggregates by group.** ``daily_hours_cap`` and ``duplicate`` group a timekeeper's time by day: their
   entries are streamed ordered by (timekeeper, work date, id) from ``entry_facts`` through its index (from the
-  entries when the copy is incomplete), and each chunk holds whole days. ``attendance_limit`` and ``budget``
-  group within a matter: their entries are streamed ordered by (matter, work date, id) and read in full a chunk of
-  whole matter-days at a time; a budget's running totals go from one chunk to the next as the totals intake
-  carries in from stored history (``Carried``), kept for the one matter that can go on. An aggregate type of
-  neither kind would be evaluated over the whole window at once (none is registered).
+  entries when the copy is incomplete), and each chunk holds whole days. A changed ``budget`` is judged by the
+  database (:func:`_budget_pass`): per budget, a window sum of the charged entries it counts by matter and period
+  in (work date, id) order, and only the entries at or over a line come back. ``attendance_limit`` (and a budget
+  when the copy is incomplete) groups within a matter: their entries are streamed ordered by (matter, work date,
+  id) and read in full a chunk of whole matter-days at a time; a budget's running totals go from one chunk to
+  the next as the totals intake carries in from stored history (``Carried``), kept for the one matter that can go
+  on. An example of either is judged again with its matter-day and, for a budget, the totals carried into it. An
+  aggregate type of neither kind would be evaluated over the whole window at once (none is registered).
 
 Money and hours stay ``Decimal`` in every count and write-down: the stored decimal text (or PostgreSQL's
-``numeric``) becomes a ``Decimal``, and the database never adds them up here. SQLite compares decimals as REAL
-only to choose which rows to read, with a margin that keeps every row at the boundary.
+``numeric``) becomes a ``Decimal``, and the database adds them up only in ``numeric`` (a budget's totals on
+PostgreSQL; on SQLite an aggregate registered on the connection adds them as ``Decimal``). SQLite compares
+decimals as REAL only to choose which rows to read, with a margin that keeps every row at the boundary.
 """
 
 from __future__ import annotations
