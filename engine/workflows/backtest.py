@@ -1502,6 +1502,7 @@ def _budget_pass(session: Session, result: Backtest, tally: _Tally, rule_id: str
             if pg:
                 net = (func.coalesce(f.c.amount, f.c.quantity * f.c.rate)
                        + func.coalesce(f.c.adjustment_amount, literal(Decimal(0), ExactDecimal())))
+                covers.append(net.isnot(None))  # an entry with no amount charges nothing, and is not flagged
                 total = func.sum(case((and_(*covers), net), else_=None)).over(**within)
                 line = total > literal(budget.amount, ExactDecimal())
                 if threshold is not None:

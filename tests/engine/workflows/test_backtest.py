@@ -443,8 +443,13 @@ def test_a_budget_total_on_its_line_is_judged_as_the_engine_judges_it(sessions: 
     total the engine reaches exactly: at the budget is not over it, at the warning line is a warning; a cent less
     flags one entry more."""
     entries = list(generate(160, seed=23, start=dt.date(2026, 2, 1), days=120))  # across quarters and months
-    stored_acme(sessions, entries)
     matter = Counter(e.law_firm_matter_id for e in entries if e.ledes_client_id == "ACME01").most_common(1)[0][0]
+    # Late in the matter, when its totals are over any line: a time entry with no amount (none given, no rate)
+    # charges nothing and is flagged by no budget.
+    last = max((e for e in entries if e.law_firm_matter_id == matter and e.entry_kind == "time"),
+               key=lambda e: e.work_date)
+    entries.append(last.model_copy(update={"source_id": "no-amount", "amount": None, "rate": None}))
+    stored_acme(sessions, entries)
 
     def draft(session: Session, *budgets: dict[str, Any], warn_at: float | None = None) -> RuleSetVersion:
         doc = yaml.safe_load(ACME)
