@@ -1425,26 +1425,38 @@ class _BudgetSum:
     def step(self, counts: Any, amount: Any, quantity: Any, rate: Any, adjustment: Any, limit: Any,
              threshold: Any) -> None:
         self.flag = 0
-        if not counts:
+        net = _net(counts, amount, quantity, rate, adjustment)
+        if net is None:
             return
-        if amount is not None:
-            billed = _exact(amount)
-        elif quantity is not None and rate is not None:
-            billed = _exact(quantity) * _exact(rate)
-        else:
-            return
-        self.total += billed + _exact(adjustment) if adjustment is not None else billed
+        self.total += net
         over = self.total > _exact(limit)
         self.flag = int(over or (threshold is not None and self.total >= _exact(threshold)))
+
+    def inverse(self, counts: Any, amount: Any, quantity: Any, rate: Any, adjustment: Any, *_: Any) -> None:
+        """A row leaving the frame (the budget's frame only grows, so SQLite does not call this)."""
+        net = _net(counts, amount, quantity, rate, adjustment)
+        if net is not None:
+            self.total -= net
 
     def value(self) -> int:
         return self.flag
 
-    def inverse(self, *_: Any) -> None:  # the frame only grows (unbounded preceding)
-        raise NotImplementedError
-
     def finalize(self) -> int:
         return self.flag
+
+
+def _net(counts: Any, amount: Any, quantity: Any, rate: Any, adjustment: Any) -> Decimal | None:
+    """What a row adds to a budget's total: its amount (else quantity x rate) plus its adjustment; None when the
+    budget does not count it or it has no amount."""
+    if not counts:
+        return None
+    if amount is not None:
+        billed = _exact(amount)
+    elif quantity is not None and rate is not None:
+        billed = _exact(quantity) * _exact(rate)
+    else:
+        return None
+    return billed + _exact(adjustment) if adjustment is not None else billed
 
 
 def _exact(value: Any) -> Decimal:
