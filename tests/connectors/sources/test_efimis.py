@@ -545,7 +545,8 @@ def test_an_edited_work_item_is_judged_again_within_seconds_by_the_worker(
                 if version == str(edited.version):
                     break
                 time.sleep(0.05)
-            assert version == str(edited.version) and time.monotonic() - started < 5
+            # Seconds, not a poll interval: under CI (three Pythons at once on two cores) it once took 5.3 s.
+            assert version == str(edited.version) and time.monotonic() - started < 10
     finally:
         consumer.stop(graceful=True)
 
